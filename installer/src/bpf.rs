@@ -1,0 +1,259 @@
+//! Loading, pinning and per-pod attaching of meshaccel's BPF programs.
+//!
+//! State lives in bpffs only (see [`crate::pins`]); every function here can run in a fresh
+//! process — the installer, or the CNI plugin when the node has no installer yet.
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+#[allow(deprecated)]
+use aya::maps::{CgroupStorage, CgroupStorageKey};
+use aya::maps::{Map, MapData, PerCpuArray, SockHash};
+use aya::programs::links::FdLink;
+use aya::programs::{CgroupAttachMode, ProgramInfo, SkMsg, SockOps};
+use aya::EbpfLoader;
+use meshaccel_common::{names, Counter, PodConfig, SockKey};
+
+use crate::pins::{AttachmentId, Pins};
+use crate::sys;
+
+/// The BPF object built from `ebpf/programs` by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/meshaccel"));
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+/// `enum bpf_attach_type`: BPF_CGROUP_SOCK_OPS. Part of a cgroup storage key.
+const BPF_CGROUP_SOCK_OPS: u32 = 3;
+
+const MAPS: [&str; 4] =
+    [names::MAP_SOCKS, names::MAP_COUNTERS, names::MAP_POD_CONFIG, names::MAP_CONN_STATE];
+
+fn fs_magic(path: &Path) -> Result<i64> {
+    let st = nix::sys::statfs::statfs(path).with_context(|| format!("statfs {}", path.display()))?;
+    Ok(st.filesystem_type().0 as i64)
+}
+
+/// Whether every pin of a complete load is present.
+pub fn is_loaded(pins: &Pins) -> bool {
+    pins.required().iter().all(|p| p.exists())
+}
+
+/// An exclusive lock on the bpffs root, held while loading or unloading so that concurrent
+/// CNI invocations (a node starting many pods at once) load the programs exactly once.
+struct RootLock(#[allow(dead_code)] File); // the lock is the open fd
+
+impl RootLock {
+    fn take(root: &Path) -> Result<Self> {
+        let f = File::open(root).with_context(|| format!("open {}", root.display()))?;
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io::Error::last_os_error()).context("flock bpffs root");
+        }
+        Ok(Self(f))
+    }
+}
+
+/// Creates the root directory and checks it is on a bpf filesystem.
+fn prepare_root(pins: &Pins) -> Result<()> {
+    let root = pins.root();
+    fs::create_dir_all(root).with_context(|| format!("create {}", root.display()))?;
+    if fs_magic(root)? != BPF_FS_MAGIC {
+        bail!("{} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)", root.display());
+    }
+    Ok(())
+}
+
+/// Loads and pins the programs and maps unless a complete load is already pinned.
+/// Returns true when this call loaded them.
+pub fn ensure_loaded(pins: &Pins) -> Result<bool> {
+    if is_loaded(pins) {
+        return Ok(false);
+    }
+    prepare_root(pins)?;
+    let _lock = RootLock::take(pins.root())?;
+    if is_loaded(pins) {
+        return Ok(false); // another process won the race
+    }
+    // A crash mid-load can leave some pins; they belong to no running program state
+    // that matters (no pod links exist without the sock_ops pin), so start over.
+    remove_object_pins(pins)?;
+    load_and_pin(pins).inspect_err(|_| {
+        let _ = remove_object_pins(pins);
+    })?;
+    Ok(true)
+}
+
+fn load_and_pin(pins: &Pins) -> Result<()> {
+    let mut ebpf = EbpfLoader::new().load(OBJECT).context("load BPF object")?;
+    fs::create_dir_all(pins.maps_dir())?;
+    fs::create_dir_all(pins.progs_dir())?;
+    for name in MAPS {
+        let map = ebpf.map(name).with_context(|| format!("map {name} missing from object"))?;
+        map.pin(pins.map(name)).with_context(|| format!("pin map {name}"))?;
+    }
+
+    let socks = ebpf.take_map(names::MAP_SOCKS).context("map SOCKS")?;
+    let socks: SockHash<MapData, SockKey> = socks.try_into().context("SOCKS is not a sockhash")?;
+    let skmsg: &mut SkMsg = program(&mut ebpf, names::PROG_SKMSG)?;
+    skmsg.load().context("load sk_msg program")?;
+    let link = skmsg.attach(socks.fd()).context("attach sk_msg to SOCKS")?;
+    // Attached to a map with BPF_PROG_ATTACH (aya 0.14 offers no sockmap bpf_link): the
+    // attachment lives as long as the pinned map. Dropping the handle would detach it.
+    std::mem::forget(skmsg.take_link(link)?);
+    skmsg.pin(pins.skmsg()).context("pin sk_msg program")?;
+
+    let sockops: &mut SockOps = program(&mut ebpf, names::PROG_SOCKOPS)?;
+    sockops.load().context("load sock_ops program")?;
+    sockops.pin(pins.sockops()).context("pin sock_ops program")?; // last: marks completion
+    Ok(())
+}
+
+fn program<'a, T>(ebpf: &'a mut aya::Ebpf, name: &str) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let p = ebpf.program_mut(name).with_context(|| format!("program {name} missing from object"))?;
+    p.try_into().with_context(|| format!("program {name} has an unexpected type"))
+}
+
+fn remove_if_exists(path: &Path) -> io::Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn remove_dir_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_dir(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn remove_object_pins(pins: &Pins) -> Result<()> {
+    for p in pins.required() {
+        remove_if_exists(&p).with_context(|| format!("unpin {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// The inode number of a cgroup v2 directory, which is the kernel's cgroup id.
+pub fn cgroup_id(cgroup: &Path) -> Result<u64> {
+    if fs_magic(cgroup)? != CGROUP2_SUPER_MAGIC {
+        bail!("{} is not a cgroup v2 directory", cgroup.display());
+    }
+    Ok(fs::metadata(cgroup).with_context(|| format!("stat {}", cgroup.display()))?.ino())
+}
+
+/// Attaches the pinned sock_ops program to a pod's cgroup with a bpf_link pinned under the
+/// attachment's directory, and writes the pod's settings into its cgroup storage. A
+/// repeated ADD of the same attachment replaces the old link. Returns the cgroup id.
+pub fn attach_pod(pins: &Pins, id: &AttachmentId, cgroup: &Path, cfg: PodConfig) -> Result<u64> {
+    let cgroup_id = cgroup_id(cgroup)?;
+    let cgroup_dir = File::open(cgroup).with_context(|| format!("open {}", cgroup.display()))?;
+    let mut prog = SockOps::from_pin(pins.sockops()).context("open pinned sock_ops program")?;
+    let link_id = prog
+        .attach(&cgroup_dir, CgroupAttachMode::Single)
+        .with_context(|| format!("attach sock_ops to {}", cgroup.display()))?;
+    let link: FdLink = prog
+        .take_link(link_id)?
+        .try_into()
+        .context("kernel attached sock_ops without a bpf_link (needs Linux >= 5.7)")?;
+    // The storage slot exists once the program is attached; until written it is zero, which
+    // the program reads as "not enabled".
+    write_pod_config(pins, cgroup_id, cfg)?;
+    fs::create_dir_all(pins.pod_dir(id))?;
+    let pin = pins.pod_link(id);
+    remove_if_exists(&pin)?;
+    link.pin(&pin).with_context(|| format!("pin link {}", pin.display()))?;
+    Ok(cgroup_id)
+}
+
+#[allow(deprecated)] // BPF_MAP_TYPE_CGROUP_STORAGE: the only per-attachment storage sock_ops can read
+fn write_pod_config(pins: &Pins, cgroup_id: u64, cfg: PodConfig) -> Result<()> {
+    let map = open_map(pins, names::MAP_POD_CONFIG)?;
+    let mut storage: CgroupStorage<MapData, PodConfig> = map.try_into()?;
+    storage
+        .insert(CgroupStorageKey::new(cgroup_id, BPF_CGROUP_SOCK_OPS), cfg, 0)
+        .context("write pod config into cgroup storage")
+}
+
+#[allow(deprecated)]
+pub fn read_pod_config(pins: &Pins, cgroup_id: u64) -> Result<PodConfig> {
+    let map = open_map(pins, names::MAP_POD_CONFIG)?;
+    let storage: CgroupStorage<MapData, PodConfig> = map.try_into()?;
+    Ok(storage.get(CgroupStorageKey::new(cgroup_id, BPF_CGROUP_SOCK_OPS), 0)?)
+}
+
+fn open_map(pins: &Pins, name: &str) -> Result<Map> {
+    let path = pins.map(name);
+    let data = MapData::from_pin(&path).with_context(|| format!("open {}", path.display()))?;
+    Ok(Map::from_map_data(data)?)
+}
+
+/// Unpins an attachment's link (which detaches it) and removes its directory.
+/// Returns whether there was anything to remove; absent state is not an error.
+pub fn detach_pod(pins: &Pins, id: &AttachmentId) -> Result<bool> {
+    let existed = remove_if_exists(&pins.pod_link(id))?;
+    remove_dir_if_exists(&pins.pod_dir(id))?;
+    Ok(existed)
+}
+
+/// The kernel's view of an attachment's link: `None` when it is not pinned.
+pub fn pod_link(pins: &Pins, id: &AttachmentId) -> Result<Option<sys::CgroupLinkInfo>> {
+    Ok(sys::cgroup_link_info(&pins.pod_link(id))?)
+}
+
+/// The kernel id of the pinned sock_ops program.
+pub fn sockops_prog_id(pins: &Pins) -> Result<u32> {
+    Ok(ProgramInfo::from_pin(pins.sockops())?.id())
+}
+
+/// Attachments that have a directory under `pods/`.
+pub fn list_pods(pins: &Pins) -> Result<Vec<AttachmentId>> {
+    let dir = match fs::read_dir(pins.pods_dir()) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(e.into()),
+    };
+    let mut ids = Vec::new();
+    for entry in dir {
+        if let Some(id) = entry?.file_name().to_str().and_then(AttachmentId::from_dir_name) {
+            ids.push(id);
+        }
+    }
+    ids.sort();
+    Ok(ids)
+}
+
+/// Sums of the per-CPU counters, in [`Counter::ALL`] order.
+pub fn read_counters(pins: &Pins) -> Result<Vec<(Counter, u64)>> {
+    let map = open_map(pins, names::MAP_COUNTERS)?;
+    let counters: PerCpuArray<MapData, u64> = map.try_into()?;
+    Counter::ALL
+        .iter()
+        .map(|&c| Ok((c, counters.get(&(c as u32), 0)?.iter().sum())))
+        .collect()
+}
+
+/// Removes every pin: pod links (detaching them), programs, maps and directories.
+pub fn unload_all(pins: &Pins) -> Result<()> {
+    if !pins.root().exists() {
+        return Ok(());
+    }
+    let _lock = RootLock::take(pins.root())?;
+    for id in list_pods(pins)? {
+        detach_pod(pins, &id)?;
+    }
+    remove_object_pins(pins)?;
+    for d in [pins.pods_dir(), pins.progs_dir(), pins.maps_dir()] {
+        remove_dir_if_exists(&d)?;
+    }
+    drop(_lock);
+    remove_dir_if_exists(pins.root())?;
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! The two bpf(2) calls aya 0.14 does not expose: opening a pinned link as a plain fd, and
+//! reading the cgroup a cgroup link is attached to (`LinkInfo` hides `cgroup.cgroup_id`).
+//! CHECK needs that to prove a pod's link points at the pod's cgroup.
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, AsRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+
+/// Prefix of `struct bpf_link_info` up to the `cgroup` member of its union (uapi/linux/bpf.h):
+/// the union is 8-byte aligned, so it starts at offset 16.
+#[repr(C)]
+#[derive(Default, Debug)]
+struct BpfLinkInfoCgroup {
+    link_type: u32,
+    id: u32,
+    prog_id: u32,
+    _pad: u32,
+    cgroup_id: u64,
+    attach_type: u32,
+    _pad2: u32,
+}
+
+/// What the kernel says a cgroup link is: its program and the cgroup it is attached to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupLinkInfo {
+    pub link_id: u32,
+    pub prog_id: u32,
+    pub cgroup_id: u64,
+    pub attach_type: u32,
+}
+
+const BPF_LINK_TYPE_CGROUP: u32 = 3;
+
+/// `bpf_attr` for BPF_OBJ_GET.
+#[repr(C)]
+struct ObjGetAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+}
+
+/// `bpf_attr` for BPF_OBJ_GET_INFO_BY_FD.
+#[repr(C)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<i64> {
+    // SAFETY: attr is a fully initialised bpf_attr prefix of the size passed.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, size_of::<T>()) };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+}
+
+/// `BPF_OBJ_GET` on a pin path.
+pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let mut attr = ObjGetAttr { pathname: c.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
+    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
+    // SAFETY: the kernel returned a new fd we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Reads a pinned cgroup link. `Ok(None)` when the pin is absent.
+pub fn cgroup_link_info(pin: &Path) -> io::Result<Option<CgroupLinkInfo>> {
+    let fd = match obj_get(pin) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut info = BpfLinkInfoCgroup::default();
+    let mut attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: size_of::<BpfLinkInfoCgroup>() as u32,
+        info: &mut info as *mut BpfLinkInfoCgroup as u64,
+    };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    if info.link_type != BPF_LINK_TYPE_CGROUP {
+        return Err(io::Error::other(format!(
+            "{} is a bpf link of type {}, not a cgroup link",
+            pin.display(),
+            info.link_type
+        )));
+    }
+    Ok(Some(CgroupLinkInfo {
+        link_id: info.id,
+        prog_id: info.prog_id,
+        cgroup_id: info.cgroup_id,
+        attach_type: info.attach_type,
+    }))
+}
