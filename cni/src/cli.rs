@@ -1,0 +1,80 @@
+//! `meshaccel <verb>` when run by a person rather than a container runtime.
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use meshaccel_installer::bpf;
+use meshaccel_installer::pins::{Pins, DEFAULT_ROOT};
+use serde_json::{json, Map, Value};
+
+use crate::config::DEFAULT_STATE_DIR;
+use crate::state::StateDir;
+
+const USAGE: &str = "usage: meshaccel version
+       meshaccel stats  [--json] [--bpffs-root DIR]
+       meshaccel status [--json] [--bpffs-root DIR] [--state-dir DIR]
+Run by a container runtime (CNI_COMMAND set), meshaccel is a chained CNI plugin.";
+
+struct Opts {
+    json: bool,
+    root: PathBuf,
+    state_dir: PathBuf,
+}
+
+fn parse(args: &[String]) -> Result<Opts> {
+    let mut o = Opts { json: false, root: DEFAULT_ROOT.into(), state_dir: DEFAULT_STATE_DIR.into() };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--json" => o.json = true,
+            "--bpffs-root" => o.root = it.next().context("--bpffs-root needs a value")?.into(),
+            "--state-dir" => o.state_dir = it.next().context("--state-dir needs a value")?.into(),
+            other => bail!("unknown option {other}\n{USAGE}"),
+        }
+    }
+    Ok(o)
+}
+
+fn print(o: &Opts, v: Value) {
+    if o.json {
+        println!("{v}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    }
+}
+
+pub fn main(args: &[String]) -> Result<()> {
+    let Some((verb, rest)) = args.split_first() else { bail!("{USAGE}") };
+    match verb.as_str() {
+        "version" | "--version" => {
+            println!("meshaccel {} (CNI 0.3.0–1.1.0)", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        "stats" => {
+            let o = parse(rest)?;
+            let counters = bpf::read_counters(&Pins::new(&o.root))
+                .with_context(|| format!("read counters under {} (are the programs loaded?)", o.root.display()))?;
+            let m: Map<String, Value> = counters.into_iter().map(|(c, n)| (c.name().to_string(), json!(n))).collect();
+            print(&o, Value::Object(m));
+            Ok(())
+        }
+        "status" => {
+            let o = parse(rest)?;
+            let pins = Pins::new(&o.root);
+            let pods: Vec<Value> = StateDir(&o.state_dir)
+                .list()?
+                .into_iter()
+                .map(|(id, st)| {
+                    let linked = bpf::pod_link(&pins, &id).ok().flatten().is_some();
+                    json!({"attachment": id.as_str(), "linked": linked, "state": st})
+                })
+                .collect();
+            print(&o, json!({"bpffsRoot": o.root, "loaded": bpf::is_loaded(&pins), "attachments": pods}));
+            Ok(())
+        }
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command {other:?}\n{USAGE}"),
+    }
+}

@@ -1,0 +1,50 @@
+//! JSON logs through slog, to the configured file and to stderr; never to stdout, which
+//! carries only the CNI result.
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::path::Path;
+use std::sync::Mutex;
+
+use slog::{o, Drain, Level, Logger};
+
+pub fn parse_level(s: &str) -> Option<Level> {
+    match s {
+        "critical" => Some(Level::Critical),
+        "error" => Some(Level::Error),
+        "warning" | "warn" => Some(Level::Warning),
+        "info" => Some(Level::Info),
+        "debug" => Some(Level::Debug),
+        "trace" => Some(Level::Trace),
+        _ => None,
+    }
+}
+
+fn json<W: io::Write + Send + 'static>(w: W) -> impl Drain<Ok = (), Err = slog::Never> {
+    Mutex::new(slog_json::Json::default(w)).map(slog::Fuse)
+}
+
+/// A logger writing to `file` (created with its directory; skipped if it cannot be opened,
+/// which is itself logged) and stderr, at `level` and above.
+pub fn logger(file: &str, level: Level) -> Logger {
+    let stderr = slog::LevelFilter::new(json(io::stderr()), level).fuse();
+    let opened = (!file.is_empty()).then(|| {
+        if let Some(dir) = Path::new(file).parent() {
+            let _ = fs::create_dir_all(dir);
+        }
+        OpenOptions::new().create(true).append(true).open(file)
+    });
+    let base = o!("plugin" => "meshaccel", "pid" => std::process::id());
+    match opened {
+        Some(Ok(f)) => {
+            let to_file = slog::LevelFilter::new(json(f), level).fuse();
+            Logger::root(slog::Duplicate::new(to_file, stderr).fuse(), base)
+        }
+        Some(Err(e)) => {
+            let log = Logger::root(stderr, base);
+            slog::warn!(log, "cannot open log file, logging to stderr only"; "file" => file, "error" => %e);
+            log
+        }
+        None => Logger::root(stderr, base),
+    }
+}
+
