@@ -1,0 +1,415 @@
+//! Test traffic. A server accepts `--conns` connections, a client opens `--conns`; only when
+//! all are established (and, with `--wait-go`, a `go` line arrived on stdin) does each
+//! connection's handler start, in its own thread. Every handler returns a report; `done`
+//! carries them all and the list of errors.
+//!
+//! Streams: connection `i` of a `verify` client sends `random(seed + i)` (or its tag
+//! `tag-base + i` repeated) and expects it echoed back; `send` clients send `random(seed)`
+//! on every connection, which `sink`, `halfclose` and `rst` servers check.
+use std::io::{self, BufRead, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use meshaccel_tests::payload::Stream;
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
+use serde_json::{json, Map, Value};
+
+use crate::args::Args;
+
+#[derive(Clone)]
+struct Opts {
+    mode: String,
+    bytes: u64,
+    seed: u64,
+    tag_base: Option<u64>,
+    /// Inclusive range of tags an echo server accepts.
+    expect_tags: Option<(u64, u64)>,
+    nonblocking: bool,
+    ack_after: Option<u64>,
+    delay: Duration,
+    timeout: Duration,
+    /// Bytes written by all connections so far (for stall detection).
+    progress: Arc<AtomicU64>,
+}
+
+impl Opts {
+    fn parse(a: &Args) -> Result<Self> {
+        let expect_tags = match a.get_or("expect-tags", String::new())? {
+            s if s.is_empty() => None,
+            s => {
+                let (lo, hi) = s.split_once("..").context("--expect-tags MIN..MAX")?;
+                Some((lo.parse()?, hi.parse()?))
+            }
+        };
+        let opt = |k| -> Result<Option<u64>> { if a.flag(k) || a.get_or(k, String::new())?.is_empty() { Ok(None) } else { Ok(Some(a.get(k)?)) } };
+        Ok(Self {
+            mode: a.get("mode")?,
+            bytes: a.get_or("bytes", 1 << 20)?,
+            seed: a.get_or("seed", 1)?,
+            tag_base: opt("tag-base")?,
+            expect_tags,
+            nonblocking: a.flag("nonblocking"),
+            ack_after: opt("ack-after")?,
+            delay: Duration::from_millis(a.get_or("delay-ms", 0)?),
+            timeout: Duration::from_millis(a.get_or("timeout-ms", 30_000)?),
+            progress: Arc::default(),
+        })
+    }
+}
+
+/// What one connection's handler observed.
+#[derive(Default)]
+struct Report {
+    fields: Map<String, Value>,
+    errors: Vec<String>,
+}
+
+impl Report {
+    fn set(&mut self, key: &str, v: impl Into<Value>) {
+        self.fields.insert(key.into(), v.into());
+    }
+
+    fn error(&mut self, e: impl std::fmt::Display) {
+        self.errors.push(e.to_string());
+    }
+}
+
+fn emit(v: Value) {
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}
+
+fn errno_name(e: &io::Error) -> String {
+    e.raw_os_error().map_or_else(|| e.to_string(), |n| format!("{:?}", Errno::from_raw(n)))
+}
+
+fn wait_go() -> Result<()> {
+    let mut line = String::new();
+    io::stdin().lock().read_line(&mut line)?;
+    if line.trim() != "go" {
+        bail!("expected `go` on stdin, got {line:?}");
+    }
+    Ok(())
+}
+
+pub fn serve(a: &Args) -> Result<()> {
+    let opts = Opts::parse(a)?;
+    let conns: usize = a.get_or("conns", 1)?;
+    // `[::]` listens dual-stack: IPv4 clients arrive as v4-mapped IPv6 sockets.
+    let listener = TcpListener::bind(a.get::<SocketAddr>("listen")?)?;
+    emit(json!({"event": "listening", "addr": listener.local_addr()?.to_string()}));
+    let streams: Vec<TcpStream> = (0..conns).map(|_| Ok(listener.accept()?.0)).collect::<io::Result<_>>()?;
+    emit(json!({"event": "accepted", "conns": conns}));
+    let handler: fn(TcpStream, usize, &Opts) -> Report = match opts.mode.as_str() {
+        "echo" => echo,
+        "sink" => sink,
+        "halfclose" => serve_halfclose,
+        "rst" => serve_rst,
+        m => bail!("unknown server mode {m}"),
+    };
+    run_handlers(a, streams, &opts, handler)
+}
+
+pub fn client(a: &Args) -> Result<()> {
+    let opts = Opts::parse(a)?;
+    let addr: SocketAddr = a.get("connect")?;
+    let bind_port: Option<u16> = if a.get_or("bind-port", String::new())?.is_empty() { None } else { Some(a.get("bind-port")?) };
+    let conns: u16 = a.get_or("conns", 1)?;
+    let streams = (0..conns).map(|i| connect(addr, bind_port.map(|p| p + i))).collect::<Result<Vec<_>>>()?;
+    emit(json!({"event": "connected", "conns": conns}));
+    let handler: fn(TcpStream, usize, &Opts) -> Report = match opts.mode.as_str() {
+        "verify" => verify,
+        "send" => send,
+        "halfclose" => client_halfclose,
+        "rst" => client_rst,
+        m => bail!("unknown client mode {m}"),
+    };
+    run_handlers(a, streams, &opts, handler)
+}
+
+/// Connects, from a fixed local port when given (to make identical tuples in two pods).
+fn connect(addr: SocketAddr, local_port: Option<u16>) -> Result<TcpStream> {
+    let Some(port) = local_port else { return Ok(TcpStream::connect(addr)?) };
+    let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    let local = SocketAddr::new(if addr.is_ipv4() { "0.0.0.0".parse()? } else { "::".parse()? }, port);
+    socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(local)).with_context(|| format!("bind {local}"))?;
+    socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(addr)).with_context(|| format!("connect {addr}"))?;
+    Ok(TcpStream::from(fd))
+}
+
+/// Runs the handlers, reports stalls of the writers (`--stall-ms`: no byte written for that
+/// long) while they run, and prints `done`.
+fn run_handlers(a: &Args, streams: Vec<TcpStream>, opts: &Opts, handler: fn(TcpStream, usize, &Opts) -> Report) -> Result<()> {
+    if a.flag("wait-go") {
+        emit(json!({"event": "ready"}));
+        wait_go()?;
+    }
+    for s in &streams {
+        s.set_read_timeout(Some(opts.timeout))?;
+    }
+    let handles: Vec<JoinHandle<Report>> = streams
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let opts = opts.clone();
+            thread::spawn(move || handler(s, i, &opts))
+        })
+        .collect();
+    let stall: u64 = a.get_or("stall-ms", 0)?;
+    let (mut last, mut since, mut reported) = (0, Instant::now(), false);
+    while stall > 0 && !handles.iter().all(|h| h.is_finished()) {
+        thread::sleep(Duration::from_millis(20));
+        let now = opts.progress.load(Ordering::Relaxed);
+        if now != last {
+            (last, since, reported) = (now, Instant::now(), false);
+        } else if !reported && since.elapsed() >= Duration::from_millis(stall) {
+            emit(json!({"event": "stalled", "written": now}));
+            reported = true;
+        }
+    }
+    let mut errors = vec![];
+    let reports: Vec<Value> = handles
+        .into_iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let r = h.join().unwrap_or_else(|_| Report { errors: vec!["handler panicked".into()], ..Report::default() });
+            errors.extend(r.errors.iter().map(|e| format!("conn {i}: {e}")));
+            Value::Object(r.fields)
+        })
+        .collect();
+    emit(json!({"event": "done", "conns": reports, "errors": errors}));
+    Ok(())
+}
+
+/// Reads until EOF or an error, checking every byte against `stream`; `after_read` runs with
+/// the running total after each read. Records `received`, `read_end` ("eof" or the errno).
+fn receive(s: &mut TcpStream, stream: &Stream, r: &mut Report, mut after_read: impl FnMut(&mut TcpStream, u64)) -> String {
+    let (mut buf, mut scratch, mut n) = (vec![0; 256 * 1024], vec![], 0u64);
+    let mut mismatch = None;
+    let end = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break "eof".to_string(),
+            Ok(k) => {
+                mismatch = mismatch.or_else(|| stream.first_mismatch(n, &buf[..k], &mut scratch));
+                n += k as u64;
+                after_read(s, n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => break errno_name(&e),
+        }
+    };
+    if let Some(at) = mismatch {
+        r.error(format!("received data differs from what was sent, first at byte {at}"));
+    }
+    r.set("received", n);
+    r.set("read_end", end.clone());
+    end
+}
+
+/// Writes `bytes` of `stream` (blocking or not, per `--nonblocking`), in writes of varying
+/// sizes. Records `written`, `eagains` and `pollouts`; any write error is an error.
+fn transmit(s: &mut TcpStream, stream: &Stream, opts: &Opts, r: &mut Report) -> Result<()> {
+    const SIZES: [usize; 8] = [1, 17, 512, 1448, 4096, 16384, 65536, 262_144];
+    s.set_nonblocking(opts.nonblocking)?;
+    let (mut buf, mut off, mut eagains, mut pollouts) = (vec![0; 262_144], 0u64, 0u64, 0u64);
+    let result = (|| {
+        for i in 0.. {
+            let n = (SIZES[i % SIZES.len()] as u64).min(opts.bytes - off) as usize;
+            if n == 0 {
+                return Ok(());
+            }
+            stream.fill(off, &mut buf[..n]);
+            let mut sent = 0;
+            while sent < n {
+                match s.write(&buf[sent..n]) {
+                    Ok(k) => {
+                        sent += k;
+                        opts.progress.fetch_add(k as u64, Ordering::Relaxed);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && opts.nonblocking => {
+                        eagains += 1;
+                        if eagains == 1 {
+                            emit(json!({"event": "eagain", "written": off + sent as u64}));
+                        }
+                        let mut fds = [PollFd::new(s.as_fd(), PollFlags::POLLOUT)];
+                        let ms = PollTimeout::try_from(opts.timeout.as_millis() as i32).unwrap();
+                        match poll(&mut fds, ms)? {
+                            0 => bail!("no POLLOUT within {:?} at byte {}", opts.timeout, off + sent as u64),
+                            _ => {
+                                let ev = fds[0].revents().unwrap_or(PollFlags::empty());
+                                if ev.intersects(PollFlags::POLLERR | PollFlags::POLLHUP) {
+                                    bail!("poll returned {ev:?} at byte {}", off + sent as u64);
+                                }
+                                pollouts += u64::from(ev.contains(PollFlags::POLLOUT));
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => bail!("write at byte {}: {}", off + sent as u64, errno_name(&e)),
+                }
+            }
+            off += n as u64;
+        }
+        Ok(())
+    })();
+    s.set_nonblocking(false)?;
+    r.set("written", off);
+    r.set("eagains", eagains);
+    r.set("pollouts", pollouts);
+    result
+}
+
+fn verify(mut s: TcpStream, i: usize, opts: &Opts) -> Report {
+    let mut r = Report::default();
+    let (mut w, o) = (s.try_clone().expect("clone socket"), opts.clone());
+    let writer = thread::spawn(move || {
+        let mut r = Report::default();
+        if let Err(e) = transmit(&mut w, &make_stream(&o, i), &o, &mut r) {
+            r.error(format!("{e:#}"));
+        }
+        let _ = w.shutdown(Shutdown::Write);
+        r
+    });
+    if receive(&mut s, &make_stream(opts, i), &mut r, |_, _| {}) != "eof" {
+        r.error("no EOF after the echo");
+    }
+    let w = writer.join().unwrap_or_default();
+    r.errors.extend(w.errors);
+    r.fields.extend(w.fields);
+    if r.fields["received"] != opts.bytes {
+        r.error(format!("sent {} bytes, {} came back", opts.bytes, r.fields["received"]));
+    }
+    r
+}
+
+/// The stream connection `i` of a `verify` client sends.
+fn make_stream(opts: &Opts, i: usize) -> Stream {
+    opts.tag_base.map_or_else(|| Stream::random(opts.seed + i as u64), |t| Stream::Tag(t + i as u64))
+}
+
+fn send(mut s: TcpStream, _: usize, opts: &Opts) -> Report {
+    let mut r = Report::default();
+    if let Err(e) = transmit(&mut s, &Stream::random(opts.seed), opts, &mut r) {
+        r.error(format!("{e:#}"));
+    }
+    let _ = s.shutdown(Shutdown::Write);
+    r
+}
+
+/// Echoes everything back; with `--expect-tags`, also checks that the connection carries
+/// one tag from the range only (anything else was delivered to the wrong socket).
+fn echo(mut s: TcpStream, _: usize, opts: &Opts) -> Report {
+    let mut r = Report::default();
+    let (mut buf, mut n, mut tag, mut pending) = (vec![0; 256 * 1024], 0u64, None, Vec::new());
+    loop {
+        let k = match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                r.error(format!("read at byte {n}: {}", errno_name(&e)));
+                break;
+            }
+        };
+        if let Some((lo, hi)) = opts.expect_tags {
+            pending.extend_from_slice(&buf[..k]);
+            for rec in pending.chunks_exact(8) {
+                let t = u64::from_le_bytes(rec.try_into().unwrap());
+                let first = *tag.get_or_insert(t);
+                if (t != first || !(lo..=hi).contains(&t)) && r.errors.len() < 5 {
+                    r.error(format!("foreign tag {t} (connection's tag {first}, expected {lo}..={hi})"));
+                }
+            }
+            pending.drain(..pending.len() / 8 * 8);
+        }
+        if let Err(e) = s.write_all(&buf[..k]) {
+            r.error(format!("write: {}", errno_name(&e)));
+            break;
+        }
+        n += k as u64;
+    }
+    let _ = s.shutdown(Shutdown::Write);
+    r.set("received", n);
+    r
+}
+
+fn sink(mut s: TcpStream, _: usize, opts: &Opts) -> Report {
+    let mut r = Report::default();
+    receive(&mut s, &Stream::random(opts.seed), &mut r, |_, _| {});
+    r
+}
+
+/// Reads the client's stream to EOF, then answers with `random(seed + 1)` and closes.
+fn serve_halfclose(mut s: TcpStream, _: usize, opts: &Opts) -> Report {
+    let mut r = Report::default();
+    receive(&mut s, &Stream::random(opts.seed), &mut r, |_, _| {});
+    let mut w = Report::default();
+    if let Err(e) = transmit(&mut s, &Stream::random(opts.seed + 1), opts, &mut w) {
+        r.error(format!("answer after EOF: {e:#}"));
+    }
+    r.set("answered", w.fields["written"].clone());
+    r
+}
+
+/// Sends, shuts down its sending side, checks that writing now fails, and reads the answer.
+fn client_halfclose(mut s: TcpStream, _: usize, opts: &Opts) -> Report {
+    let mut r = Report::default();
+    if let Err(e) = transmit(&mut s, &Stream::random(opts.seed), opts, &mut r) {
+        r.error(format!("{e:#}"));
+    }
+    s.shutdown(Shutdown::Write).expect("shutdown");
+    r.set("write_after_shutdown", s.write(b"x").map_or_else(|e| errno_name(&e), |_| "ok".into()));
+    let mut answer = Report::default();
+    receive(&mut s, &Stream::random(opts.seed + 1), &mut answer, |_, _| {});
+    r.errors.extend(answer.errors);
+    r.set("answer_received", answer.fields["received"].clone());
+    r.set("answer_end", answer.fields["read_end"].clone());
+    r
+}
+
+/// Waits `--delay-ms` (so data can sit unread when a reset comes), reads, acknowledges with
+/// one byte after `--ack-after` bytes, and records how reading ended and what a write then
+/// gets.
+fn serve_rst(mut s: TcpStream, _: usize, opts: &Opts) -> Report {
+    let mut r = Report::default();
+    thread::sleep(opts.delay);
+    let ack = opts.ack_after;
+    receive(&mut s, &Stream::random(opts.seed), &mut r, |s, n| {
+        if Some(n) == ack {
+            let _ = s.write_all(b"A");
+        }
+    });
+    r.set("write_after", s.write(b"x").map_or_else(|e| errno_name(&e), |_| "ok".into()));
+    r.set("read_again", s.read(&mut [0u8; 16]).map_or_else(|e| errno_name(&e), |n| if n == 0 { "eof".into() } else { format!("{n} bytes") }));
+    r
+}
+
+/// Sends, waits for the server's one-byte acknowledgement when `--ack-after` is given, then
+/// closes with SO_LINGER 0, which resets the connection.
+fn client_rst(mut s: TcpStream, _: usize, opts: &Opts) -> Report {
+    let mut r = Report::default();
+    if let Err(e) = transmit(&mut s, &Stream::random(opts.seed), opts, &mut r) {
+        r.error(format!("{e:#}"));
+    }
+    if opts.ack_after.is_some() {
+        let mut b = [0u8; 1];
+        if let Err(e) = s.read_exact(&mut b) {
+            r.error(format!("no acknowledgement: {}", errno_name(&e)));
+        }
+    }
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    if let Err(e) = socket::setsockopt(&s, sockopt::Linger, &linger) {
+        r.error(format!("SO_LINGER: {e}"));
+    }
+    r
+}

@@ -1,0 +1,42 @@
+//! Where the binaries under test live: the cargo profile directory of the running test.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// `target/<profile>`, from `target/<profile>/deps/<test>` (integration tests) or
+/// `target/<profile>/<bin>`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().expect("executable has a directory");
+    if dir.ends_with("deps") { dir.parent().unwrap() } else { dir }.to_path_buf()
+}
+
+/// The plugin binary. `MESHACCEL_BIN` overrides. Otherwise it is built once per test process
+/// (a no-op when fresh): `cargo test -p meshaccel-tests` builds no other package's binaries,
+/// and a stale plugin would be tested silently.
+pub fn meshaccel() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("MESHACCEL_BIN") {
+            return p.into();
+        }
+        let profile = profile_dir();
+        let name = profile.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "meshaccel-cni", "--bin", "meshaccel", "--profile"])
+            .arg(if name == "debug" { "dev" } else { name })
+            .arg("--target-dir")
+            .arg(profile.parent().expect("target dir"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo");
+        assert!(status.success(), "building the meshaccel plugin failed (MESHACCEL_BIN selects a prebuilt one)");
+        profile.join("meshaccel")
+    })
+}
+
+/// The traffic/exec helper of this package (`MESHACCEL_TESTKIT` overrides).
+pub fn testkit() -> PathBuf {
+    std::env::var_os("MESHACCEL_TESTKIT").map_or_else(|| profile_dir().join("meshaccel-testkit"), PathBuf::from)
+}

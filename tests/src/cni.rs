@@ -1,0 +1,189 @@
+//! A CNI runtime in the manner of libcni: invokes plugin binaries and runs conflists.
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Map, Value};
+
+/// What one plugin execution produced.
+#[derive(Debug)]
+pub struct Invocation {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Invocation {
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+
+    /// stdout as JSON: the result on success, the CNI error object on failure.
+    pub fn json(&self) -> Result<Value> {
+        serde_json::from_str(&self.stdout).with_context(|| format!("plugin stdout is not JSON: {:?}", self.stdout))
+    }
+}
+
+const PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs one plugin binary with exactly the given `CNI_*` variables (inherited ones are
+/// removed) and `stdin`. A plugin still running after a minute is killed and reported.
+pub fn invoke(plugin: &Path, env: &[(String, String)], stdin: &[u8]) -> Result<Invocation> {
+    let mut cmd = Command::new(plugin);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("CNI_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawn {}", plugin.display()))?;
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    let writer = thread::spawn(move || input.write_all(&stdin));
+    let drain = |mut r: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + PLUGIN_TIMEOUT;
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{} did not finish within {PLUGIN_TIMEOUT:?}", plugin.display());
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    let _ = writer.join(); // EPIPE when the plugin does not read stdin is its business
+    Ok(Invocation { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() })
+}
+
+/// The per-attachment half of a CNI call (libcni's `RuntimeConf`).
+#[derive(Clone, Debug, Default)]
+pub struct RuntimeConf {
+    pub container_id: String,
+    /// Empty for the DEL a runtime sends after the netns is gone.
+    pub netns: String,
+    pub ifname: String,
+    /// `CNI_ARGS` pairs, in the order given.
+    pub args: Vec<(String, String)>,
+    /// Values for plugins declaring the capability, e.g. `io.kubernetes.cri.pod-annotations`.
+    pub capability_args: Map<String, Value>,
+}
+
+impl RuntimeConf {
+    pub fn env(&self, command: &str, cni_path: &[PathBuf]) -> Vec<(String, String)> {
+        let args: Vec<String> = self.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let path: Vec<String> = cni_path.iter().map(|p| p.display().to_string()).collect();
+        [
+            ("CNI_COMMAND", command.to_string()),
+            ("CNI_CONTAINERID", self.container_id.clone()),
+            ("CNI_NETNS", self.netns.clone()),
+            ("CNI_IFNAME", self.ifname.clone()),
+            ("CNI_ARGS", args.join(";")),
+            ("CNI_PATH", path.join(":")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+/// A conflist and where its plugins are found.
+#[derive(Clone, Debug)]
+pub struct NetworkList {
+    pub name: String,
+    pub cni_version: String,
+    pub plugins: Vec<Value>,
+    pub cni_path: Vec<PathBuf>,
+}
+
+impl NetworkList {
+    /// The stdin of one plugin, built as libcni builds it: `name` and `cniVersion` of the
+    /// list, `prevResult`, and `runtimeConfig` with the capabilities the plugin declares.
+    pub fn plugin_stdin(&self, plugin: &Value, rt: &RuntimeConf, prev: Option<&Value>) -> Value {
+        let mut conf = plugin.as_object().cloned().unwrap_or_default();
+        conf.insert("name".into(), json!(self.name));
+        conf.insert("cniVersion".into(), json!(self.cni_version));
+        if let Some(prev) = prev {
+            conf.insert("prevResult".into(), prev.clone());
+        }
+        let runtime: Map<String, Value> = plugin["capabilities"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, on)| on.as_bool() == Some(true))
+            .filter_map(|(cap, _)| Some((cap.clone(), rt.capability_args.get(cap)?.clone())))
+            .collect();
+        if !runtime.is_empty() {
+            conf.insert("runtimeConfig".into(), Value::Object(runtime));
+        }
+        Value::Object(conf)
+    }
+
+    fn binary(&self, plugin: &Value) -> Result<PathBuf> {
+        let ty = plugin["type"].as_str().context("plugin conf without type")?;
+        self.cni_path
+            .iter()
+            .map(|d| d.join(ty))
+            .find(|p| p.exists())
+            .with_context(|| format!("plugin {ty} not found in {:?}", self.cni_path))
+    }
+
+    /// Runs one plugin; a failure carries the plugin's error object and stderr.
+    pub fn exec(&self, command: &str, plugin: &Value, rt: &RuntimeConf, prev: Option<&Value>) -> Result<Invocation> {
+        let stdin = self.plugin_stdin(plugin, rt, prev);
+        let inv = invoke(&self.binary(plugin)?, &rt.env(command, &self.cni_path), stdin.to_string().as_bytes())?;
+        if !inv.success() {
+            bail!(
+                "{command} of plugin {} failed ({}): stdout {} stderr {}",
+                plugin["type"],
+                inv.status,
+                inv.stdout.trim(),
+                inv.stderr.trim()
+            );
+        }
+        Ok(inv)
+    }
+
+    /// ADD through the whole list; returns the final result (what libcni caches).
+    pub fn add(&self, rt: &RuntimeConf) -> Result<Value> {
+        let mut prev: Option<Value> = None;
+        for plugin in &self.plugins {
+            prev = Some(self.exec("ADD", plugin, rt, prev.as_ref())?.json()?);
+        }
+        prev.context("empty plugin list")
+    }
+
+    /// CHECK in list order with the cached result.
+    pub fn check(&self, rt: &RuntimeConf, cached: &Value) -> Result<()> {
+        for plugin in &self.plugins {
+            self.exec("CHECK", plugin, rt, Some(cached))?;
+        }
+        Ok(())
+    }
+
+    /// DEL in reverse order, every plugin getting the cached result (if any) as prevResult;
+    /// like libcni, the first failure ends it.
+    pub fn del(&self, rt: &RuntimeConf, cached: Option<&Value>) -> Result<()> {
+        for plugin in self.plugins.iter().rev() {
+            self.exec("DEL", plugin, rt, cached)?;
+        }
+        Ok(())
+    }
+}

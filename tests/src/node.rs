@@ -1,0 +1,214 @@
+//! One simulated Kubernetes node per test: a bridge network, a cgroup root, a bpffs root, a
+//! plugin state dir and log, all uniquely named and all removed on drop.
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use meshaccel_installer::{bpf, pins::Pins};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::cgroup;
+use crate::cni::NetworkList;
+use crate::names::{unique_tag, Subnet};
+use crate::pod::{Pod, PodBuilder};
+use crate::{binaries, run, Cleanup};
+
+/// Which conflist a pod is set up with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chain {
+    /// bridge, then meshaccel.
+    Accelerated,
+    /// bridge only: a node (or network) without meshaccel.
+    BridgeOnly,
+}
+
+pub(crate) struct NodeInner {
+    pub tag: String,
+    bridge: String,
+    // Held for its Drop: the claim lasts as long as the node.
+    _subnet: Subnet,
+    pub cgroup_root: PathBuf,
+    pub pins: Pins,
+    state_dir: PathBuf,
+    ipam_dir: PathBuf,
+    pub log_file: PathBuf,
+    accelerated: NetworkList,
+    bridge_only: NetworkList,
+}
+
+impl NodeInner {
+    pub fn chain(&self, chain: Chain) -> &NetworkList {
+        match chain {
+            Chain::Accelerated => &self.accelerated,
+            Chain::BridgeOnly => &self.bridge_only,
+        }
+    }
+}
+
+pub struct TestNode {
+    inner: Arc<NodeInner>,
+}
+
+/// meshaccel's counters, as `meshaccel stats --json` prints them.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct Counters {
+    pub sockets_inserted: u64,
+    pub insert_failures: u64,
+    pub msgs_redirected: u64,
+    pub redirect_misses: u64,
+    pub bytes_redirected: u64,
+    pub msgs_passed: u64,
+}
+
+impl Counters {
+    /// What happened since `before`.
+    pub fn since(&self, before: &Counters) -> Counters {
+        Counters {
+            sockets_inserted: self.sockets_inserted - before.sockets_inserted,
+            insert_failures: self.insert_failures - before.insert_failures,
+            msgs_redirected: self.msgs_redirected - before.msgs_redirected,
+            redirect_misses: self.redirect_misses - before.redirect_misses,
+            bytes_redirected: self.bytes_redirected - before.bytes_redirected,
+            msgs_passed: self.msgs_passed - before.msgs_passed,
+        }
+    }
+}
+
+impl TestNode {
+    pub fn new() -> Result<Self> {
+        let tag = unique_tag();
+        let subnet = Subnet::claim(&tag)?;
+        let bridge = format!("mab{tag}");
+        assert!(bridge.len() <= 15, "bridge name {bridge} too long");
+        let name = format!("meshaccel-test-{tag}");
+        let run_dir = PathBuf::from("/run").join(&name);
+        let cgroup_root = cgroup::v2_mount().join(&name);
+        let pins = Pins::new(PathBuf::from("/sys/fs/bpf").join(&name));
+        let meshaccel_dir = binaries::meshaccel().parent().context("plugin dir")?.to_path_buf();
+        let cni_path = vec![PathBuf::from("/usr/lib/cni"), meshaccel_dir];
+        let bridge_conf = json!({
+            "type": "bridge",
+            "bridge": bridge,
+            "isGateway": true,
+            "ipMasq": false,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": subnet.cidr()}]],
+                "dataDir": run_dir.join("ipam"),
+            },
+        });
+        let meshaccel_conf = json!({
+            "type": "meshaccel",
+            "capabilities": {"io.kubernetes.cri.pod-annotations": true},
+            "sockmap": {"enabled": true},
+            "bpffsRoot": pins.root(),
+            "cgroupRoot": cgroup_root,
+            "stateDir": run_dir.join("state"),
+            "log": {"file": run_dir.join("meshaccel.log"), "level": "debug"},
+            // Tests want a setup failure at ADD, not a silently unaccelerated pod.
+            "failurePolicy": "closed",
+        });
+        // One network name for both lists: host-local allocates from one pool per name.
+        let list = |plugins| NetworkList { name: name.clone(), cni_version: "1.0.0".into(), plugins, cni_path: cni_path.clone() };
+        let inner = NodeInner {
+            accelerated: list(vec![bridge_conf.clone(), meshaccel_conf]),
+            bridge_only: list(vec![bridge_conf]),
+            tag,
+            _subnet: subnet,
+            cgroup_root,
+            pins,
+            state_dir: run_dir.join("state"),
+            ipam_dir: run_dir.join("ipam"),
+            log_file: run_dir.join("meshaccel.log"),
+            bridge,
+        };
+        // Leftovers of a killed run that had our pid: start clean.
+        inner.cleanup().into_result()?;
+        fs::create_dir_all(&run_dir)?;
+        fs::create_dir_all(&inner.cgroup_root).with_context(|| format!("create {}", inner.cgroup_root.display()))?;
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// Starts describing a pod; `.start()` on the builder creates it. Defaults: accelerated
+    /// chain, best-effort QoS, cgroupfs driver, no annotations.
+    pub fn pod(&self, name: &str) -> PodBuilder {
+        PodBuilder::new(self.inner.clone(), name)
+    }
+
+    /// A pod that has opted out of sockmap by annotation.
+    pub fn opted_out_pod(&self, name: &str) -> Result<Pod> {
+        self.pod(name).annotate("meshaccel.io/sockmap", "false").start()
+    }
+
+    pub fn accelerated_pod(&self, name: &str) -> Result<Pod> {
+        self.pod(name).start()
+    }
+
+    pub fn cgroup_root(&self) -> &Path {
+        &self.inner.cgroup_root
+    }
+
+    pub fn pins(&self) -> &Pins {
+        &self.inner.pins
+    }
+
+    pub fn log_file(&self) -> &Path {
+        &self.inner.log_file
+    }
+
+    /// `meshaccel stats --json` for this node's bpffs root.
+    pub fn stats(&self) -> Result<Counters> {
+        let out = run(
+            binaries::meshaccel().to_str().unwrap(),
+            &["stats", "--json", "--bpffs-root", self.inner.pins.root().to_str().unwrap()],
+        )?;
+        serde_json::from_str(&out).with_context(|| format!("meshaccel stats output {out:?}"))
+    }
+
+    /// The plugin's log so far (for failure messages).
+    pub fn plugin_log(&self) -> String {
+        fs::read_to_string(&self.inner.log_file).unwrap_or_default()
+    }
+}
+
+impl NodeInner {
+    /// Removes everything the node owns. Pods are cleaned up by their own drop first.
+    fn cleanup(&self) -> Cleanup {
+        let mut c = Cleanup::default();
+        c.step("cgroups", || cgroup::kill_and_remove(&self.cgroup_root));
+        c.step("bpffs", || bpf::unload_all(&self.pins));
+        c.step("bridge", || {
+            if Path::new("/sys/class/net").join(&self.bridge).exists() {
+                run("ip", &["link", "del", &self.bridge])?;
+            }
+            Ok(())
+        });
+        for dir in [&self.state_dir, &self.ipam_dir] {
+            c.step("dirs", || Ok(fs::remove_dir_all(dir).or_else(ignore_not_found)?));
+        }
+        c
+    }
+}
+
+fn ignore_not_found(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        let mut c = self.inner.cleanup();
+        let log = &self.inner.log_file;
+        if std::thread::panicking() {
+            let text = self.plugin_log();
+            let tail: Vec<&str> = text.lines().rev().take(60).collect();
+            eprintln!("meshaccel log kept at {}; its end:", log.display());
+            tail.iter().rev().for_each(|l| eprintln!("  {l}"));
+        } else {
+            c.step("log", || Ok(fs::remove_file(log).or_else(ignore_not_found)?));
+            let _ = fs::remove_dir(log.parent().unwrap());
+        }
+        c.finish(&format!("node {}", self.inner.tag));
+    }
+}
