@@ -12,6 +12,8 @@ use crate::state::StateDir;
 const USAGE: &str = "usage: meshaccel version
        meshaccel stats  [--json] [--bpffs-root DIR]
        meshaccel status [--json] [--bpffs-root DIR] [--state-dir DIR]
+       meshaccel doctor [--json] [--bpffs-root DIR] [--state-dir DIR]
+       meshaccel smc-stats [--json]   (SMC counters of the caller's netns)
 Run by a container runtime (CNI_COMMAND set), meshaccel is a chained CNI plugin.";
 
 struct Opts {
@@ -68,7 +70,24 @@ pub fn main(args: &[String]) -> Result<()> {
                     json!({"attachment": id.as_str(), "linked": linked, "state": st})
                 })
                 .collect();
-            print(&o, json!({"bpffsRoot": o.root, "loaded": bpf::is_loaded(&pins), "attachments": pods}));
+            let smc: Vec<Value> = crate::smc::attach::Records::new(&o.state_dir)
+                .list()
+                .into_iter()
+                .map(|(id, r)| json!({"attachment": id.as_str(), "smc": true, "mode": r.state.mode, "record": r}))
+                .collect();
+            print(&o, json!({"bpffsRoot": o.root, "loaded": bpf::is_loaded(&pins), "attachments": pods, "smc": smc}));
+            Ok(())
+        }
+        "doctor" => {
+            let o = parse(rest)?;
+            let report = crate::smc::report::doctor(&o.root, &o.state_dir);
+            let ok = report["ok"] == json!(true);
+            print(&o, report);
+            if ok { Ok(()) } else { bail!("node is not ready for SMC-R (see the report)") }
+        }
+        "smc-stats" => {
+            let o = parse(rest)?;
+            print(&o, crate::smc::report::stats()?);
             Ok(())
         }
         "help" | "--help" | "-h" => {

@@ -61,33 +61,26 @@ impl Cni for Meshaccel {
         let prev = prev_result(args.config(), "ADD")?;
         let settings = PodSettings::resolve(&inv.conf, args.config())?;
         let log = log_for(&inv.conf, "ADD", Some(&inv));
-        if !settings.sockmap {
-            info!(log, "sockmap acceleration off for this pod (network default or annotation)");
-            return Ok(prev);
-        }
-        match setup(&inv, &log) {
-            Ok(st) => {
-                info!(log, "pod accelerated"; "cgroup" => %st.cgroup.display(), "cgroupID" => st.cgroup_id);
-                Ok(prev)
+        let sockmap_on = settings.sockmap && add_sockmap(&inv, &log)?;
+        if inv.conf.smc.wanted(settings.smc) {
+            if let Err(e) = crate::smc::attach::add(&inv, &log) {
+                if sockmap_on {
+                    let _ = teardown(&inv.conf, &inv.attachment); // nothing left after an error
+                }
+                return Err(e);
             }
-            Err(e) => match inv.conf.failure_policy {
-                FailurePolicy::Open => {
-                    warn!(log, "cannot accelerate this pod; it keeps plain TCP"; "error" => format!("{e:#}"));
-                    Ok(prev)
-                }
-                FailurePolicy::Closed => {
-                    slog::error!(log, "cannot accelerate this pod (failurePolicy closed)"; "error" => format!("{e:#}"));
-                    Err(custom(codes::SETUP_FAILED, "meshaccel: acceleration setup failed", &e))
-                }
-            },
         }
+        Ok(prev)
     }
 
     fn del(&self, args: Args) -> Result<(), Error> {
         let inv = Invocation::from_args(&args)?;
         let log = log_for(&inv.conf, "DEL", Some(&inv));
+        let had_smc = crate::smc::attach::del(&inv.conf, &inv.attachment)
+            .map_err(|e| custom(codes::TEARDOWN_FAILED, "meshaccel: SMC teardown failed", &e))?;
         let had_link = teardown(&inv.conf, &inv.attachment)
             .map_err(|e| custom(codes::TEARDOWN_FAILED, "meshaccel: teardown failed", &e))?;
+        info!(log, "SMC released"; "hadSmc" => had_smc);
         info!(log, "released"; "hadLink" => had_link, "netns" => inv.netns.as_ref().map(|p| p.display().to_string()));
         Ok(())
     }
@@ -97,7 +90,9 @@ impl Cni for Meshaccel {
         prev_result(args.config(), "CHECK")?;
         let settings = PodSettings::resolve(&inv.conf, args.config())?;
         let log = log_for(&inv.conf, "CHECK", Some(&inv));
-        verify(&inv, settings, &log).map_err(|e| {
+        verify(&inv, settings, &log)
+            .and_then(|()| crate::smc::attach::check(&inv, inv.conf.smc.wanted(settings.smc), &log))
+            .map_err(|e| {
             warn!(log, "check failed"; "error" => format!("{e:#}"));
             custom(codes::CHECK_FAILED, "meshaccel: check failed", &e)
         })
@@ -131,6 +126,7 @@ impl Cni for Meshaccel {
             .filter_map(|a| AttachmentId::new(&a.container_id, &a.ifname).ok())
             .collect();
         let network = &args.config().name;
+        crate::smc::attach::gc(&conf, network, &valid, &log);
         let records = StateDir(&conf.state_dir)
             .list()
             .map_err(|e| Error::IOFailure(format!("read {}: {e}", conf.state_dir.display())))?;
@@ -143,6 +139,26 @@ impl Cni for Meshaccel {
             }
         }
         Ok(())
+    }
+}
+
+/// ADD's sockmap part under the failure policy. Returns whether the pod is attached.
+fn add_sockmap(inv: &Invocation, log: &Logger) -> Result<bool, Error> {
+    match setup(inv, log) {
+        Ok(st) => {
+            info!(log, "pod accelerated"; "cgroup" => %st.cgroup.display(), "cgroupID" => st.cgroup_id);
+            Ok(true)
+        }
+        Err(e) => match inv.conf.failure_policy {
+            FailurePolicy::Open => {
+                warn!(log, "cannot accelerate this pod; it keeps plain TCP"; "error" => format!("{e:#}"));
+                Ok(false)
+            }
+            FailurePolicy::Closed => {
+                slog::error!(log, "cannot accelerate this pod (failurePolicy closed)"; "error" => format!("{e:#}"));
+                Err(custom(codes::SETUP_FAILED, "meshaccel: acceleration setup failed", &e))
+            }
+        },
     }
 }
 

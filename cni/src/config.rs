@@ -87,6 +87,9 @@ pub struct PluginConf {
     pub log: LogConf,
     #[serde(default)]
     pub failure_policy: FailurePolicy,
+    /// SMC-R for the network's pods (see docs/smc.md).
+    #[serde(default)]
+    pub smc: crate::smc::SmcConf,
 }
 
 fn default_root() -> PathBuf {
@@ -109,6 +112,7 @@ impl PluginConf {
         if !parsed.log.file.is_empty() {
             check_abs("log.file", Path::new(&parsed.log.file))?;
         }
+        parsed.smc.validate().map_err(|e| Error::InvalidNetworkConfig(format!("smc: {e}")))?;
         crate::logging::parse_level(&parsed.log.level)
             .ok_or_else(|| Error::InvalidNetworkConfig(format!("log.level {:?} is not one of critical, error, warning, info, debug, trace", parsed.log.level)))?;
         Ok(parsed)
@@ -192,7 +196,9 @@ impl PodSettings {
 }
 
 fn annotations(netconf: &NetConf) -> Result<HashMap<String, String>, Error> {
-    let Some(v) = netconf.runtime_config.as_ref().and_then(|rc| rc.custom.get(ANNOTATIONS_CAPABILITY)) else {
+    // containerd sends `null` for a pod without annotations (a nil Go map).
+    let rc = netconf.runtime_config.as_ref();
+    let Some(v) = rc.and_then(|rc| rc.custom.get(ANNOTATIONS_CAPABILITY)).filter(|v| !v.is_null()) else {
         return Ok(HashMap::new());
     };
     serde_json::from_value(v.clone())
@@ -302,6 +308,9 @@ mod tests {
         let s = PodSettings::resolve(&conf, &nc).unwrap();
         assert!(!s.sockmap);
         assert_eq!(s.smc, Some(true));
+
+        let none = netconf(serde_json::json!({"runtimeConfig": {ANNOTATIONS_CAPABILITY: null}}));
+        assert!(PodSettings::resolve(&conf, &none).unwrap().sockmap, "containerd's null means no annotations");
 
         let bad = netconf(serde_json::json!({"runtimeConfig": {ANNOTATIONS_CAPABILITY: {ANNOTATION_SOCKMAP: "yes"}}}));
         assert_eq!(u32::from(&PodSettings::resolve(&conf, &bad).unwrap_err()), 7);
