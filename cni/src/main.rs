@@ -1,12 +1,13 @@
 //! meshaccel: a chained CNI plugin that accelerates pod TCP (see README.md).
-mod cgroup;
 mod cli;
 mod commands;
 mod config;
 mod logging;
 mod smc;
 mod sockmap;
-mod state;
+
+// Shared with the installer, which adopts running pods exactly as ADD attaches new ones.
+use meshaccel_installer::{cgroup, state};
 
 use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};

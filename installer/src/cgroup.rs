@@ -45,8 +45,13 @@ pub fn candidates(uid: &str) -> Vec<PathBuf> {
     v
 }
 
-/// The pod's cgroup directory under `root`, if kubelet created it.
+/// The pod's cgroup directory under `root`, if kubelet created it. The UID becomes a path
+/// component, so one with anything but UUID characters finds nothing.
 pub fn find_pod(root: &Path, uid: &str) -> Option<PathBuf> {
+    let uuid_like = !uid.is_empty() && uid.len() <= 64 && uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    if !uuid_like {
+        return None;
+    }
     candidates(uid).into_iter().map(|rel| root.join(rel)).find(|p| p.is_dir())
 }
 
@@ -76,6 +81,8 @@ mod tests {
         std::fs::create_dir_all(&pod).unwrap();
         assert_eq!(find_pod(&root, "a-b"), Some(pod));
         assert_eq!(find_pod(&root, "c-d"), None);
+        std::fs::create_dir_all(root.join("kubepods/pod../x")).unwrap();
+        assert_eq!(find_pod(&root, "../x"), None, "not a UID: must not be joined into a path");
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

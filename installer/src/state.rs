@@ -1,5 +1,6 @@
-//! What ADD did for one attachment, so DEL, CHECK, GC and `meshaccel status` can act on it
-//! without the netns or prevResult (containerd's second DEL has neither).
+//! What ADD (or the installer, adopting a running pod) did for one attachment, so DEL,
+//! CHECK, GC and `meshaccel status` can act on it without the netns or prevResult
+//! (containerd's second DEL has neither).
 //!
 //! One JSON file per attachment under the state directory, written atomically. The bpffs
 //! pins remain the truth for what is attached; this records why and for which pod.
@@ -7,7 +8,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use meshaccel_installer::pins::AttachmentId;
+use crate::pins::AttachmentId;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

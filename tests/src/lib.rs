@@ -7,6 +7,7 @@
 pub mod binaries;
 pub mod cgroup;
 pub mod cni;
+pub mod containerd;
 pub mod names;
 pub mod netns;
 pub mod node;

@@ -1,0 +1,161 @@
+//! End to end through a real container runtime: containerd 1.6's CRI runs the chain the
+//! installer produced from a bridge conflist, for pods created the way kubelet creates them.
+use std::path::Path;
+use std::thread;
+use std::time::Duration;
+
+use anyhow::Result;
+use meshaccel_installer::adopt::Outcome;
+use meshaccel_installer::bpf;
+use meshaccel_installer::cri::Cri;
+use meshaccel_installer::pins::AttachmentId;
+use meshaccel_installer::state::StateDir;
+use meshaccel_tests::containerd::installer::install;
+use meshaccel_tests::containerd::pods::kernel_uuid;
+use meshaccel_tests::containerd::traffic::{send, Sink};
+use meshaccel_tests::containerd::{Containerd, CriPod};
+use meshaccel_tests::{run, Counters};
+
+const OPT_OUT: (&str, &str) = ("meshaccel.io/sockmap", "false");
+const BULK: u64 = 2 << 20;
+
+fn stats(node: &Containerd) -> Counters {
+    let root = node.pins().root().to_str().unwrap();
+    let out = run(meshaccel_tests::binaries::meshaccel().to_str().unwrap(), &["stats", "--json", "--bpffs-root", root])
+        .expect("meshaccel stats");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Runs one transfer and returns what the counters saw of it.
+fn measured(node: &Containerd, client: &str, sink: &Sink, bytes: u64) -> Counters {
+    let before = stats(node);
+    node.transfer(client, sink, bytes).unwrap();
+    stats(node).since(&before)
+}
+
+fn attachment(pod: &CriPod) -> AttachmentId {
+    AttachmentId::new(&pod.sandbox_id, "eth0").unwrap()
+}
+
+/// Everything of `pod` meshaccel keeps: its pinned link (kernel ids) and its record.
+fn pod_state(node: &Containerd, pod: &CriPod) -> (Option<meshaccel_installer::CgroupLinkInfo>, Option<String>) {
+    let id = attachment(pod);
+    let link = bpf::pod_link(node.pins(), &id).unwrap();
+    let record = StateDir(&node.state_dir()).load(&id).unwrap().map(|st| serde_json::to_string(&st).unwrap());
+    (link, record)
+}
+
+/// After every pod is gone: no link, no pod pin directory, no record.
+fn assert_nothing_left(node: &Containerd) {
+    assert_eq!(bpf::list_pods(node.pins()).unwrap(), vec![], "pod pins left behind");
+    assert!(!node.pins().pods_dir().exists() || node.pins().pods_dir().read_dir().unwrap().next().is_none());
+    assert_eq!(StateDir(&node.state_dir()).list().unwrap(), vec![], "attachment records left behind");
+}
+
+#[test]
+fn pods_through_cri_are_accelerated_unless_opted_out_and_leave_nothing_behind() -> Result<()> {
+    let node = Containerd::start()?;
+    node.write_primary_conflist()?;
+    let adopted = install(&node)?;
+    assert!(adopted.is_empty(), "no pods yet: {adopted:?}");
+    node.wait_for_cni_config("meshaccel")?;
+
+    let server = node.run_pod("server", &[])?;
+    let client = node.run_pod("client", &[])?;
+    let optout = node.run_pod("optout", &[OPT_OUT])?;
+    for pod in [&server, &client] {
+        let (link, record) = pod_state(&node, pod);
+        let link = link.unwrap_or_else(|| panic!("{} has no sock_ops link", pod.name));
+        assert_eq!(link.cgroup_id, bpf::cgroup_id(&pod.cgroup)?, "{}: link is not on its pod cgroup", pod.name);
+        assert!(record.unwrap().contains(&pod.uid));
+    }
+    assert_eq!(pod_state(&node, &optout), (None, None), "the opted-out pod was attached");
+
+    let sink = node.start_sink(&server)?;
+    let optout_sink = node.start_sink(&optout)?;
+    let sender = node.start_idle(&client)?;
+
+    let seen = measured(&node, &sender, &sink, BULK);
+    assert!(seen.msgs_redirected > 0 && seen.bytes_redirected >= BULK, "client -> server not redirected: {seen:?}");
+
+    let seen = measured(&node, &sender, &optout_sink, BULK);
+    assert_eq!((seen.msgs_redirected, seen.bytes_redirected), (0, 0), "traffic to the opted-out pod was redirected: {seen:?}");
+
+    for pod in [&client, &server, &optout] {
+        node.stop_pod(pod)?;
+        // StopPodSandbox's DEL already releases the attachment; RemovePodSandbox's repeats it.
+        assert_eq!(pod_state(&node, pod), (None, None), "{} still attached after StopPodSandbox", pod.name);
+        node.remove_pod(pod)?;
+    }
+    assert_nothing_left(&node);
+    Ok(())
+}
+
+#[test]
+fn running_pods_are_adopted_and_an_installer_restart_changes_nothing() -> Result<()> {
+    let node = Containerd::start()?;
+    node.write_primary_conflist()?;
+    node.wait_for_cni_config("bridge")?;
+
+    // Pods from before meshaccel: the chain is bridge only.
+    let early = node.run_pod("early", &[])?;
+    let early_optout = node.run_pod("early-optout", &[OPT_OUT])?;
+    // Not in kubelet's layout: adoption cannot find its cgroup and must leave it alone.
+    let uid = kernel_uuid()?;
+    let stray = node.run_pod_in("stray", &uid, &[], Path::new(&format!("elsewhere/pod{uid}")))?;
+    let early_sender = node.start_idle(&early)?;
+    let early_sink = node.start_sink(&early_optout)?;
+    node.transfer(&early_sender, &early_sink, BULK)?;
+    assert!(!bpf::is_loaded(node.pins()), "nothing of meshaccel exists before the install");
+
+    let adoptions = install(&node)?;
+    node.wait_for_cni_config("meshaccel")?;
+    let outcome = |pod: &CriPod| adoptions.iter().find(|a| a.sandbox_id == pod.sandbox_id).map(|a| a.outcome.clone());
+    assert!(matches!(outcome(&early), Some(Outcome::Adopted { cgroup, .. }) if cgroup == early.cgroup), "{adoptions:?}");
+    assert_eq!(outcome(&early_optout), Some(Outcome::OptedOut));
+    assert!(matches!(outcome(&stray), Some(Outcome::Failed(why)) if why.contains("no cgroup")), "{adoptions:?}");
+    for pod in [&early_optout, &stray] {
+        assert_eq!(pod_state(&node, pod), (None, None), "{} was attached", pod.name);
+    }
+
+    // A pod started after the install; the adopted pod's new connections to it are redirected.
+    let late = node.run_pod("late", &[])?;
+    let late_sink = node.start_sink(&late)?;
+    let seen = measured(&node, &early_sender, &late_sink, BULK);
+    assert!(seen.bytes_redirected >= BULK, "adopted pod's new connection not redirected: {seen:?}");
+    let seen = measured(&node, &early_sender, &early_sink, BULK);
+    assert_eq!(seen.bytes_redirected, 0, "opted-out pod (adoption must honour the annotation): {seen:?}");
+
+    // An installer restart while a connection streams: nothing changes for running pods.
+    let before: Vec<_> = [&early, &late].iter().map(|p| pod_state(&node, p)).collect();
+    let prog = bpf::sockops_prog_id(node.pins())?;
+    let counters = stats(&node);
+    let (socket, sender, sink) = (node.socket(), early_sender.clone(), late_sink.clone());
+    let stream = thread::spawn(move || -> Result<String> {
+        let cri = Cri::connect(&socket)?;
+        // ~3 s of 32 KiB writes, so the restart happens mid-connection.
+        let producer = "i=0; while [ $i -lt 30 ]; do head -c 32768 /dev/urandom; sleep 0.1; i=$((i+1)); done";
+        send(&cri, &sender, &sink, producer)
+    });
+    thread::sleep(Duration::from_millis(800));
+    let again = install(&node)?;
+    assert!(
+        again.iter().all(|a| matches!(a.outcome, Outcome::AlreadyAttached | Outcome::OptedOut | Outcome::Failed(_))),
+        "a restart must not re-attach: {again:?}"
+    );
+    let sent = stream.join().unwrap()?;
+    let records = node.received(&late_sink)?;
+    assert_eq!(records.last(), Some(&sent), "the connection across the restart lost or reordered bytes");
+    let seen = stats(&node).since(&counters);
+    assert!(seen.bytes_redirected >= 30 * 32768, "the connection across the restart was not redirected: {seen:?}");
+    let after: Vec<_> = [&early, &late].iter().map(|p| pod_state(&node, p)).collect();
+    assert_eq!(after, before, "links or records changed across the restart");
+    assert_eq!(bpf::sockops_prog_id(node.pins())?, prog, "sock_ops program replaced by a restart");
+
+    for pod in [&early, &early_optout, &stray, &late] {
+        node.stop_pod(pod)?;
+        node.remove_pod(pod)?;
+    }
+    assert_nothing_left(&node);
+    Ok(())
+}
