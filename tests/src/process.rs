@@ -15,6 +15,8 @@ pub struct Proc {
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
     stderr: Arc<Mutex<String>>,
+    /// Lines skipped while waiting for an event, quoted when the wait fails.
+    skipped: Vec<String>,
 }
 
 impl Proc {
@@ -36,7 +38,7 @@ impl Proc {
                 sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
-        Ok(Self { label: label.to_string(), stdin: child.stdin.take(), child, lines, stderr })
+        Ok(Self { label: label.to_string(), stdin: child.stdin.take(), child, lines, stderr, skipped: vec![] })
     }
 
     pub fn label(&self) -> &str {
@@ -51,22 +53,28 @@ impl Proc {
     /// The next stdout line that is a JSON object with `"event": event`; other lines are
     /// skipped. Fails when the process exits or `timeout` passes first.
     pub fn expect_event(&mut self, event: &str, timeout: Duration) -> Result<Value> {
+        self.expect_one_of(&[event], timeout)
+    }
+
+    /// The next event that is one of `events`.
+    pub fn expect_one_of(&mut self, events: &[&str], timeout: Duration) -> Result<Value> {
+        let event = events.join("|");
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => match serde_json::from_str::<Value>(&line) {
-                    Ok(v) if v["event"] == event => return Ok(v),
-                    _ => continue,
+                    Ok(v) if events.iter().any(|e| v["event"] == *e) => return Ok(v),
+                    _ => self.skipped.push(line),
                 },
                 Err(RecvTimeoutError::Timeout) => {
-                    bail!("{}: no {event:?} event within {timeout:?}; stderr: {}", self.label, self.stderr())
+                    bail!("{}: no {event:?} event within {timeout:?}; {}", self.label, self.output())
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     let status = self.child.wait()?;
                     // The stderr reader may still be draining.
                     thread::sleep(Duration::from_millis(50));
-                    bail!("{}: exited ({status}) before {event:?}; stderr: {}", self.label, self.stderr())
+                    bail!("{}: exited ({status}) before {event:?}; {}", self.label, self.output())
                 }
             }
         }
@@ -80,6 +88,10 @@ impl Proc {
             Err(e) if e.to_string().contains(&format!("no {event:?} event within")) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    fn output(&self) -> String {
+        format!("stdout so far: {:?}; stderr: {}", self.skipped, self.stderr())
     }
 
     /// Sends one line to the process's stdin.

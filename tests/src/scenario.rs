@@ -4,6 +4,7 @@ use std::time::Duration;
 use anyhow::{ensure, Result};
 use serde_json::Value;
 
+use crate::node::TestNode;
 use crate::pod::Pod;
 use crate::process::Proc;
 
@@ -33,13 +34,29 @@ pub fn client(pod: &Pod, connect: &str, mode: &str, extra: &[&str]) -> Result<Pr
 }
 
 /// `conns` parallel connections from `from` to an echo server in `to`, each sending
-/// `bytes` random bytes and checking that exactly those bytes come back. Returns the
-/// client's and the server's reports, both checked to be free of errors.
-pub fn echo_traffic(to: &Pod, listen: &str, from: &Pod, connect: &str, conns: u32, bytes: u64) -> Result<(Value, Value)> {
+/// `bytes` random bytes and checking that exactly those bytes come back, with `io`
+/// (`blocking` or `poll`, see meshaccel-testkit). Returns the client's and the server's
+/// reports, both checked to be free of errors.
+pub fn echo_traffic(to: &Pod, listen: &str, from: &Pod, connect: &str, conns: u32, bytes: u64, io: &str) -> Result<(Value, Value)> {
     let (c, b) = (conns.to_string(), bytes.to_string());
-    let server = server(to, listen, "echo", &["--conns", &c])?;
-    let client = client(from, connect, "verify", &["--conns", &c, "--bytes", &b, "--seed", &c])?;
+    let server = server(to, listen, "echo", &["--conns", &c, "--io", io])?;
+    let client = client(from, connect, "verify", &["--conns", &c, "--bytes", &b, "--seed", &c, "--io", io])?;
     let client_done = clean(client.finish(TIMEOUT)?)?;
     let server_done = clean(server.finish(TIMEOUT)?)?;
     Ok((client_done, server_done))
+}
+
+/// A server pod and a client pod, both accelerated or both opted out by annotation: the
+/// same scenario run on both shows whether redirected TCP behaves as plain TCP.
+pub fn pod_pair(node: &TestNode, accelerated: bool) -> Result<(Pod, Pod)> {
+    Ok(if accelerated {
+        (node.accelerated_pod("server")?, node.accelerated_pod("client")?)
+    } else {
+        (node.opted_out_pod("server")?, node.opted_out_pod("client")?)
+    })
+}
+
+/// The report of the only connection in a `done` report.
+pub fn only_conn(done: &Value) -> Value {
+    done["conns"][0].clone()
 }

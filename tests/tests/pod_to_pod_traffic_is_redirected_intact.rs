@@ -16,7 +16,7 @@ fn bulk_echo_is_redirected(listen: &str) {
     let before = node.stats().unwrap();
 
     let connect = format!("{}:5201", server.ip());
-    let (c, s) = echo_traffic(&server, listen, &client, &connect, CONNS, BYTES).unwrap();
+    let (c, s) = echo_traffic(&server, listen, &client, &connect, CONNS, BYTES, "poll").unwrap();
 
     let total = u64::from(CONNS) * BYTES;
     assert_eq!(s["conns"].as_array().unwrap().iter().map(|c| c["received"].as_u64().unwrap()).sum::<u64>(), total);

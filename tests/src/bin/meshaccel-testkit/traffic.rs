@@ -31,7 +31,9 @@ struct Opts {
     tag_base: Option<u64>,
     /// Inclusive range of tags an echo server accepts.
     expect_tags: Option<(u64, u64)>,
-    nonblocking: bool,
+    /// `--io poll`: non-blocking sockets, waiting in poll() on EAGAIN, as event-driven
+    /// programs do. Default `--io blocking`: every error reaches the caller as it is.
+    poll: bool,
     ack_after: Option<u64>,
     delay: Duration,
     timeout: Duration,
@@ -55,7 +57,11 @@ impl Opts {
             seed: a.get_or("seed", 1)?,
             tag_base: opt("tag-base")?,
             expect_tags,
-            nonblocking: a.flag("nonblocking"),
+            poll: match a.get_or("io", "blocking".to_string())?.as_str() {
+                "blocking" => false,
+                "poll" => true,
+                other => bail!("--io {other}: blocking or poll"),
+            },
             ack_after: opt("ack-after")?,
             delay: Duration::from_millis(a.get_or("delay-ms", 0)?),
             timeout: Duration::from_millis(a.get_or("timeout-ms", 30_000)?),
@@ -156,6 +162,7 @@ fn run_handlers(a: &Args, streams: Vec<TcpStream>, opts: &Opts, handler: fn(TcpS
     }
     for s in &streams {
         s.set_read_timeout(Some(opts.timeout))?;
+        s.set_nonblocking(opts.poll)?;
     }
     let handles: Vec<JoinHandle<Report>> = streams
         .into_iter()
@@ -191,20 +198,52 @@ fn run_handlers(a: &Args, streams: Vec<TcpStream>, opts: &Opts, handler: fn(TcpS
     Ok(())
 }
 
+/// Runs a read or write; with `--io poll`, an EAGAIN waits in poll() for `want` and retries
+/// (counted in `waits`). A poll without readiness within the timeout is a `TimedOut` error.
+fn retry(s: &TcpStream, opts: &Opts, want: PollFlags, waits: &mut u64, mut op: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
+    loop {
+        match op() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && opts.poll => {
+                *waits += 1;
+                let mut fds = [PollFd::new(s.as_fd(), want)];
+                let ms = PollTimeout::try_from(opts.timeout.as_millis() as i32).unwrap();
+                if poll(&mut fds, ms)? == 0 {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, format!("no {want:?} within {:?}", opts.timeout)));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+fn read(s: &mut TcpStream, opts: &Opts, buf: &mut [u8]) -> io::Result<usize> {
+    let mut r = &*s;
+    retry(s, opts, PollFlags::POLLIN, &mut 0, || r.read(buf))
+}
+
+fn write_all(s: &mut TcpStream, opts: &Opts, mut buf: &[u8]) -> io::Result<()> {
+    let mut w = &*s;
+    while !buf.is_empty() {
+        let n = retry(s, opts, PollFlags::POLLOUT, &mut 0, || w.write(buf))?;
+        buf = &buf[n..];
+    }
+    Ok(())
+}
+
 /// Reads until EOF or an error, checking every byte against `stream`; `after_read` runs with
 /// the running total after each read. Records `received`, `read_end` ("eof" or the errno).
-fn receive(s: &mut TcpStream, stream: &Stream, r: &mut Report, mut after_read: impl FnMut(&mut TcpStream, u64)) -> String {
+fn receive(s: &mut TcpStream, stream: &Stream, opts: &Opts, r: &mut Report, mut after_read: impl FnMut(&mut TcpStream, u64)) -> String {
     let (mut buf, mut scratch, mut n) = (vec![0; 256 * 1024], vec![], 0u64);
     let mut mismatch = None;
     let end = loop {
-        match s.read(&mut buf) {
+        match read(s, opts, &mut buf) {
             Ok(0) => break "eof".to_string(),
             Ok(k) => {
                 mismatch = mismatch.or_else(|| stream.first_mismatch(n, &buf[..k], &mut scratch));
                 n += k as u64;
                 after_read(s, n);
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => break errno_name(&e),
         }
     };
@@ -216,56 +255,32 @@ fn receive(s: &mut TcpStream, stream: &Stream, r: &mut Report, mut after_read: i
     end
 }
 
-/// Writes `bytes` of `stream` (blocking or not, per `--nonblocking`), in writes of varying
-/// sizes. Records `written`, `eagains` and `pollouts`; any write error is an error.
+/// Writes `bytes` of `stream` in writes of varying sizes. Records `written` and `eagains`
+/// (with `--io poll`, each EAGAIN was followed by POLLOUT, or this failed).
 fn transmit(s: &mut TcpStream, stream: &Stream, opts: &Opts, r: &mut Report) -> Result<()> {
     const SIZES: [usize; 8] = [1, 17, 512, 1448, 4096, 16384, 65536, 262_144];
-    s.set_nonblocking(opts.nonblocking)?;
-    let (mut buf, mut off, mut eagains, mut pollouts) = (vec![0; 262_144], 0u64, 0u64, 0u64);
+    let (mut buf, mut off, mut eagains) = (vec![0; 262_144], 0u64, 0u64);
+    let mut w = &*s;
     let result = (|| {
-        for i in 0.. {
-            let n = (SIZES[i % SIZES.len()] as u64).min(opts.bytes - off) as usize;
+        for size in SIZES.iter().cycle() {
+            let n = (*size as u64).min(opts.bytes - off) as usize;
             if n == 0 {
                 return Ok(());
             }
             stream.fill(off, &mut buf[..n]);
             let mut sent = 0;
             while sent < n {
-                match s.write(&buf[sent..n]) {
-                    Ok(k) => {
-                        sent += k;
-                        opts.progress.fetch_add(k as u64, Ordering::Relaxed);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && opts.nonblocking => {
-                        eagains += 1;
-                        if eagains == 1 {
-                            emit(json!({"event": "eagain", "written": off + sent as u64}));
-                        }
-                        let mut fds = [PollFd::new(s.as_fd(), PollFlags::POLLOUT)];
-                        let ms = PollTimeout::try_from(opts.timeout.as_millis() as i32).unwrap();
-                        match poll(&mut fds, ms)? {
-                            0 => bail!("no POLLOUT within {:?} at byte {}", opts.timeout, off + sent as u64),
-                            _ => {
-                                let ev = fds[0].revents().unwrap_or(PollFlags::empty());
-                                if ev.intersects(PollFlags::POLLERR | PollFlags::POLLHUP) {
-                                    bail!("poll returned {ev:?} at byte {}", off + sent as u64);
-                                }
-                                pollouts += u64::from(ev.contains(PollFlags::POLLOUT));
-                            }
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => bail!("write at byte {}: {}", off + sent as u64, errno_name(&e)),
-                }
+                let k = retry(s, opts, PollFlags::POLLOUT, &mut eagains, || w.write(&buf[sent..n]))
+                    .map_err(|e| anyhow::anyhow!("write at byte {}: {}", off + sent as u64, errno_name(&e)))?;
+                sent += k;
+                opts.progress.fetch_add(k as u64, Ordering::Relaxed);
             }
             off += n as u64;
         }
         Ok(())
     })();
-    s.set_nonblocking(false)?;
     r.set("written", off);
     r.set("eagains", eagains);
-    r.set("pollouts", pollouts);
     result
 }
 
@@ -280,7 +295,7 @@ fn verify(mut s: TcpStream, i: usize, opts: &Opts) -> Report {
         let _ = w.shutdown(Shutdown::Write);
         r
     });
-    if receive(&mut s, &make_stream(opts, i), &mut r, |_, _| {}) != "eof" {
+    if receive(&mut s, &make_stream(opts, i), opts, &mut r, |_, _| {}) != "eof" {
         r.error("no EOF after the echo");
     }
     let w = writer.join().unwrap_or_default();
@@ -312,10 +327,9 @@ fn echo(mut s: TcpStream, _: usize, opts: &Opts) -> Report {
     let mut r = Report::default();
     let (mut buf, mut n, mut tag, mut pending) = (vec![0; 256 * 1024], 0u64, None, Vec::new());
     loop {
-        let k = match s.read(&mut buf) {
+        let k = match read(&mut s, opts, &mut buf) {
             Ok(0) => break,
             Ok(k) => k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 r.error(format!("read at byte {n}: {}", errno_name(&e)));
                 break;
@@ -332,7 +346,7 @@ fn echo(mut s: TcpStream, _: usize, opts: &Opts) -> Report {
             }
             pending.drain(..pending.len() / 8 * 8);
         }
-        if let Err(e) = s.write_all(&buf[..k]) {
+        if let Err(e) = write_all(&mut s, opts, &buf[..k]) {
             r.error(format!("write: {}", errno_name(&e)));
             break;
         }
@@ -345,14 +359,14 @@ fn echo(mut s: TcpStream, _: usize, opts: &Opts) -> Report {
 
 fn sink(mut s: TcpStream, _: usize, opts: &Opts) -> Report {
     let mut r = Report::default();
-    receive(&mut s, &Stream::random(opts.seed), &mut r, |_, _| {});
+    receive(&mut s, &Stream::random(opts.seed), opts, &mut r, |_, _| {});
     r
 }
 
 /// Reads the client's stream to EOF, then answers with `random(seed + 1)` and closes.
 fn serve_halfclose(mut s: TcpStream, _: usize, opts: &Opts) -> Report {
     let mut r = Report::default();
-    receive(&mut s, &Stream::random(opts.seed), &mut r, |_, _| {});
+    receive(&mut s, &Stream::random(opts.seed), opts, &mut r, |_, _| {});
     let mut w = Report::default();
     if let Err(e) = transmit(&mut s, &Stream::random(opts.seed + 1), opts, &mut w) {
         r.error(format!("answer after EOF: {e:#}"));
@@ -370,7 +384,7 @@ fn client_halfclose(mut s: TcpStream, _: usize, opts: &Opts) -> Report {
     s.shutdown(Shutdown::Write).expect("shutdown");
     r.set("write_after_shutdown", s.write(b"x").map_or_else(|e| errno_name(&e), |_| "ok".into()));
     let mut answer = Report::default();
-    receive(&mut s, &Stream::random(opts.seed + 1), &mut answer, |_, _| {});
+    receive(&mut s, &Stream::random(opts.seed + 1), opts, &mut answer, |_, _| {});
     r.errors.extend(answer.errors);
     r.set("answer_received", answer.fields["received"].clone());
     r.set("answer_end", answer.fields["read_end"].clone());
@@ -384,9 +398,9 @@ fn serve_rst(mut s: TcpStream, _: usize, opts: &Opts) -> Report {
     let mut r = Report::default();
     thread::sleep(opts.delay);
     let ack = opts.ack_after;
-    receive(&mut s, &Stream::random(opts.seed), &mut r, |s, n| {
+    receive(&mut s, &Stream::random(opts.seed), opts, &mut r, |s, n| {
         if Some(n) == ack {
-            let _ = s.write_all(b"A");
+            let _ = write_all(s, opts, b"A");
         }
     });
     r.set("write_after", s.write(b"x").map_or_else(|e| errno_name(&e), |_| "ok".into()));
@@ -403,8 +417,10 @@ fn client_rst(mut s: TcpStream, _: usize, opts: &Opts) -> Report {
     }
     if opts.ack_after.is_some() {
         let mut b = [0u8; 1];
-        if let Err(e) = s.read_exact(&mut b) {
-            r.error(format!("no acknowledgement: {}", errno_name(&e)));
+        match read(&mut s, opts, &mut b) {
+            Ok(1) => {}
+            Ok(_) => r.error("no acknowledgement: EOF"),
+            Err(e) => r.error(format!("no acknowledgement: {}", errno_name(&e))),
         }
     }
     let linger = libc::linger { l_onoff: 1, l_linger: 0 };
