@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use meshaccel_installer::{bpf, pins::Pins};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::cgroup;
 use crate::cni::NetworkList;
@@ -76,6 +76,18 @@ impl Counters {
     }
 }
 
+/// The conf of the reference `bridge` plugin as these tests use it: pods on one L2 bridge,
+/// the bridge as their gateway, no masquerading, `host-local` addresses from `subnet`.
+pub fn bridge_conf(bridge: &str, subnet: &str, ipam_data_dir: &Path) -> Value {
+    json!({
+        "type": "bridge",
+        "bridge": bridge,
+        "isGateway": true,
+        "ipMasq": false,
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]], "dataDir": ipam_data_dir},
+    })
+}
+
 impl TestNode {
     pub fn new() -> Result<Self> {
         let tag = unique_tag();
@@ -88,17 +100,7 @@ impl TestNode {
         let pins = Pins::new(PathBuf::from("/sys/fs/bpf").join(&name));
         let meshaccel_dir = binaries::meshaccel().parent().context("plugin dir")?.to_path_buf();
         let cni_path = vec![PathBuf::from("/usr/lib/cni"), meshaccel_dir];
-        let bridge_conf = json!({
-            "type": "bridge",
-            "bridge": bridge,
-            "isGateway": true,
-            "ipMasq": false,
-            "ipam": {
-                "type": "host-local",
-                "ranges": [[{"subnet": subnet.cidr()}]],
-                "dataDir": run_dir.join("ipam"),
-            },
-        });
+        let bridge_conf = bridge_conf(&bridge, &subnet.cidr(), &run_dir.join("ipam"));
         let meshaccel_conf = json!({
             "type": "meshaccel",
             "capabilities": {"io.kubernetes.cri.pod-annotations": true},

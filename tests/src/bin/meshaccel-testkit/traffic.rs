@@ -295,15 +295,17 @@ fn verify(mut s: TcpStream, i: usize, opts: &Opts) -> Report {
         let _ = w.shutdown(Shutdown::Write);
         r
     });
-    if receive(&mut s, &make_stream(opts, i), opts, &mut r, |_, _| {}) != "eof" {
-        r.error("no EOF after the echo");
+    let started = Instant::now();
+    let end = receive(&mut s, &make_stream(opts, i), opts, &mut r, |_, _| {});
+    let (got, ms) = (r.fields["received"].clone(), started.elapsed().as_millis());
+    if end != "eof" {
+        r.error(format!("reading the echo failed with {end} after {got} of {} bytes, {ms} ms in", opts.bytes));
+    } else if got != opts.bytes {
+        r.error(format!("sent {} bytes, {got} came back", opts.bytes));
     }
     let w = writer.join().unwrap_or_default();
     r.errors.extend(w.errors);
     r.fields.extend(w.fields);
-    if r.fields["received"] != opts.bytes {
-        r.error(format!("sent {} bytes, {} came back", opts.bytes, r.fields["received"]));
-    }
     r
 }
 
@@ -408,8 +410,9 @@ fn serve_rst(mut s: TcpStream, _: usize, opts: &Opts) -> Report {
     r
 }
 
-/// Sends, waits for the server's one-byte acknowledgement when `--ack-after` is given, then
-/// closes with SO_LINGER 0, which resets the connection.
+/// Sends, waits for the server's one-byte acknowledgement when `--ack-after` is given, waits
+/// `--delay-ms` (so the server is blocked in read() by then), then closes with SO_LINGER 0,
+/// which resets the connection.
 fn client_rst(mut s: TcpStream, _: usize, opts: &Opts) -> Report {
     let mut r = Report::default();
     if let Err(e) = transmit(&mut s, &Stream::random(opts.seed), opts, &mut r) {
@@ -423,6 +426,7 @@ fn client_rst(mut s: TcpStream, _: usize, opts: &Opts) -> Report {
             Err(e) => r.error(format!("no acknowledgement: {}", errno_name(&e))),
         }
     }
+    thread::sleep(opts.delay);
     let linger = libc::linger { l_onoff: 1, l_linger: 0 };
     if let Err(e) = socket::setsockopt(&s, sockopt::Linger, &linger) {
         r.error(format!("SO_LINGER: {e}"));
