@@ -3,7 +3,10 @@
 pub mod adopt;
 pub mod bpf;
 pub mod cgroup;
+pub mod confdir;
+pub mod conflist;
 pub mod cri;
+pub mod files;
 pub mod pins;
 pub mod state;
 mod sys;

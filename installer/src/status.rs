@@ -1,0 +1,118 @@
+//! What the daemon reports: readiness (HTTP `/readyz` and an optional file) and the
+//! Prometheus metrics, rendered at scrape time.
+use std::fmt::Write as _;
+use std::fs;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use meshaccel_installer::bpf;
+use meshaccel_installer::pins::Pins;
+
+/// What a reconcile had to put back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Repair {
+    Conflist,
+    Binary,
+    Bpf,
+}
+
+impl Repair {
+    const ALL: [Repair; 3] = [Repair::Conflist, Repair::Binary, Repair::Bpf];
+
+    fn label(self) -> &'static str {
+        match self {
+            Repair::Conflist => "conflist",
+            Repair::Binary => "binary",
+            Repair::Bpf => "bpf",
+        }
+    }
+}
+
+pub struct Status {
+    pins: Pins,
+    ready_file: Option<PathBuf>,
+    /// `Err(reason)` while the chain is not correct.
+    ready: Mutex<Result<(), String>>,
+    installs: AtomicU64,
+    repairs: [AtomicU64; 3],
+    reconcile_errors: AtomicU64,
+    adopted: AtomicU64,
+}
+
+impl Status {
+    pub fn new(pins: Pins, ready_file: Option<PathBuf>) -> Self {
+        Self {
+            pins,
+            ready_file,
+            ready: Mutex::new(Err("starting".into())),
+            installs: AtomicU64::new(0),
+            repairs: Default::default(),
+            reconcile_errors: AtomicU64::new(0),
+            adopted: AtomicU64::new(0),
+        }
+    }
+
+    /// Records readiness; the ready file follows it.
+    pub fn set_ready(&self, ready: Result<(), String>) {
+        if let Some(f) = &self.ready_file {
+            let _ = match &ready {
+                Ok(()) => fs::write(f, b"ready\n"),
+                Err(_) => meshaccel_installer::files::remove_if_exists(f).map(|_| ()),
+            };
+        }
+        *self.ready.lock().unwrap_or_else(|p| p.into_inner()) = ready;
+    }
+
+    pub fn ready(&self) -> Result<(), String> {
+        self.ready.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn installed(&self) {
+        self.installs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn repaired(&self, what: Repair) {
+        self.repairs[what as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn reconcile_failed(&self) {
+        self.reconcile_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn adopted(&self, n: u64) {
+        self.adopted.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition format (version 0.0.4).
+    pub fn metrics(&self) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in samples {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        };
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        metric("meshaccel_installer_ready", "gauge", "1 while meshaccel is chained last in the primary CNI configuration.", &[("", self.ready().is_ok() as u64)]);
+        metric("meshaccel_installer_installs_total", "counter", "Completed installs (chain, plugin binary, BPF programs).", &[("", get(&self.installs))]);
+        let repairs: Vec<(String, u64)> = Repair::ALL
+            .iter()
+            .map(|r| (format!("{{what=\"{}\"}}", r.label()), get(&self.repairs[*r as usize])))
+            .collect();
+        let repairs: Vec<(&str, u64)> = repairs.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        metric("meshaccel_installer_repairs_total", "counter", "Drift put back after the install, by what had drifted.", &repairs);
+        metric("meshaccel_installer_reconcile_errors_total", "counter", "Reconciles that failed (see the logs).", &[("", get(&self.reconcile_errors))]);
+        metric("meshaccel_installer_adopted_pods_total", "counter", "Running pods attached at start-up.", &[("", get(&self.adopted))]);
+        if let Ok(pods) = bpf::list_pods(&self.pins) {
+            metric("meshaccel_accelerated_pods", "gauge", "Pod attachments with a pinned sock_ops link.", &[("", pods.len() as u64)]);
+        }
+        if let Ok(counters) = bpf::read_counters(&self.pins) {
+            for (c, v) in counters {
+                let name = format!("meshaccel_sockmap_{}_total", c.name());
+                metric(&name, "counter", "Sockmap datapath counter summed over CPUs (meshaccel stats).", &[("", v)]);
+            }
+        }
+        out
+    }
+}
