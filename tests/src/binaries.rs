@@ -16,24 +16,32 @@ fn profile_dir() -> PathBuf {
 /// and a stale plugin would be tested silently.
 pub fn meshaccel() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("MESHACCEL_BIN") {
-            return p.into();
-        }
-        let profile = profile_dir();
-        let name = profile.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "meshaccel-cni", "--bin", "meshaccel", "--profile"])
-            .arg(if name == "debug" { "dev" } else { name })
-            .arg("--target-dir")
-            .arg(profile.parent().expect("target dir"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo");
-        assert!(status.success(), "building the meshaccel plugin failed (MESHACCEL_BIN selects a prebuilt one)");
-        profile.join("meshaccel")
-    })
+    BIN.get_or_init(|| built("MESHACCEL_BIN", "meshaccel-cni", "meshaccel"))
+}
+
+/// The installer daemon (`MESHACCEL_INSTALLER_BIN` overrides), built like [`meshaccel`].
+pub fn installer() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| built("MESHACCEL_INSTALLER_BIN", "meshaccel-installer", "meshaccel-installer"))
+}
+
+fn built(env_override: &str, package: &str, bin: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env_override) {
+        return p.into();
+    }
+    let profile = profile_dir();
+    let name = profile.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "-p", package, "--bin", bin, "--profile"])
+        .arg(if name == "debug" { "dev" } else { name })
+        .arg("--target-dir")
+        .arg(profile.parent().expect("target dir"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "building {bin} failed ({env_override} selects a prebuilt one)");
+    profile.join(bin)
 }
 
 /// The traffic/exec helper of this package (`MESHACCEL_TESTKIT` overrides).

@@ -66,7 +66,8 @@ pub fn kill(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn remove_tree(dir: &Path) -> Result<()> {
+/// Removes a cgroup directory tree (no processes left), deepest first.
+pub fn remove_tree(dir: &Path) -> Result<()> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         if entry.file_type()?.is_dir() {

@@ -5,12 +5,12 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::Result;
-use meshaccel_installer::adopt::Outcome;
 use meshaccel_installer::bpf;
 use meshaccel_installer::cri::Cri;
 use meshaccel_installer::pins::AttachmentId;
 use meshaccel_installer::state::StateDir;
-use meshaccel_tests::containerd::installer::install;
+use meshaccel_tests::containerd::installer::Installer;
+use meshaccel_tests::containerd::network::PRIMARY;
 use meshaccel_tests::containerd::pods::kernel_uuid;
 use meshaccel_tests::containerd::traffic::{send, Sink};
 use meshaccel_tests::containerd::{Containerd, CriPod};
@@ -46,18 +46,30 @@ fn pod_state(node: &Containerd, pod: &CriPod) -> (Option<meshaccel_installer::Cg
 }
 
 /// After every pod is gone: no link, no pod pin directory, no record.
-fn assert_nothing_left(node: &Containerd) {
+fn assert_no_pod_state(node: &Containerd) {
     assert_eq!(bpf::list_pods(node.pins()).unwrap(), vec![], "pod pins left behind");
     assert!(!node.pins().pods_dir().exists() || node.pins().pods_dir().read_dir().unwrap().next().is_none());
     assert_eq!(StateDir(&node.state_dir()).list().unwrap(), vec![], "attachment records left behind");
+}
+
+/// The installer leaves: SIGTERM takes meshaccel out of the chain, `uninstall` removes the
+/// rest; then nothing of meshaccel remains on the node.
+fn uninstall(node: &Containerd, installer: Installer) {
+    installer.stop().unwrap();
+    let conflist: serde_json::Value = serde_json::from_slice(&std::fs::read(node.conf_dir().join(PRIMARY)).unwrap()).unwrap();
+    let types: Vec<&str> = conflist["plugins"].as_array().unwrap().iter().filter_map(|p| p["type"].as_str()).collect();
+    assert_eq!(types, ["bridge"], "SIGTERM must take meshaccel out of the chain and leave the rest");
+    node.uninstall().unwrap();
+    assert!(!node.pins().root().exists(), "pins left after uninstall");
+    assert!(!node.bin_dir().join("meshaccel").exists());
 }
 
 #[test]
 fn pods_through_cri_are_accelerated_unless_opted_out_and_leave_nothing_behind() -> Result<()> {
     let node = Containerd::start()?;
     node.write_primary_conflist()?;
-    let adopted = install(&node)?;
-    assert!(adopted.is_empty(), "no pods yet: {adopted:?}");
+    let installer = node.start_installer()?;
+    assert!(installer.adoptions().is_empty(), "no pods yet: {:?}", installer.adoptions());
     node.wait_for_cni_config("meshaccel")?;
 
     let server = node.run_pod("server", &[])?;
@@ -87,7 +99,8 @@ fn pods_through_cri_are_accelerated_unless_opted_out_and_leave_nothing_behind() 
         assert_eq!(pod_state(&node, pod), (None, None), "{} still attached after StopPodSandbox", pod.name);
         node.remove_pod(pod)?;
     }
-    assert_nothing_left(&node);
+    assert_no_pod_state(&node);
+    uninstall(&node, installer);
     Ok(())
 }
 
@@ -108,12 +121,17 @@ fn running_pods_are_adopted_and_an_installer_restart_changes_nothing() -> Result
     node.transfer(&early_sender, &early_sink, BULK)?;
     assert!(!bpf::is_loaded(node.pins()), "nothing of meshaccel exists before the install");
 
-    let adoptions = install(&node)?;
+    let installer = node.start_installer()?;
     node.wait_for_cni_config("meshaccel")?;
-    let outcome = |pod: &CriPod| adoptions.iter().find(|a| a.sandbox_id == pod.sandbox_id).map(|a| a.outcome.clone());
-    assert!(matches!(outcome(&early), Some(Outcome::Adopted { cgroup, .. }) if cgroup == early.cgroup), "{adoptions:?}");
-    assert_eq!(outcome(&early_optout), Some(Outcome::OptedOut));
-    assert!(matches!(outcome(&stray), Some(Outcome::Failed(why)) if why.contains("no cgroup")), "{adoptions:?}");
+    let adoptions = installer.adoptions();
+    let outcome = |pod: &CriPod| adoptions.get(&pod.sandbox_id).cloned().unwrap_or_default();
+    assert!(outcome(&early).starts_with("Adopted"), "{adoptions:?}");
+    assert_eq!(outcome(&early_optout), "OptedOut");
+    assert!(outcome(&stray).starts_with("Failed(\"no cgroup"), "{adoptions:?}");
+    let (link, record) = pod_state(&node, &early);
+    assert_eq!(link.expect("adopted pod has no link").cgroup_id, bpf::cgroup_id(&early.cgroup)?);
+    let record: serde_json::Value = serde_json::from_str(&record.expect("adopted pod has no record"))?;
+    assert_eq!(record["network"], node.network_name().as_str(), "GC would not recognise the record: {record}");
     for pod in [&early_optout, &stray] {
         assert_eq!(pod_state(&node, pod), (None, None), "{} was attached", pod.name);
     }
@@ -138,9 +156,11 @@ fn running_pods_are_adopted_and_an_installer_restart_changes_nothing() -> Result
         send(&cri, &sender, &sink, producer)
     });
     thread::sleep(Duration::from_millis(800));
-    let again = install(&node)?;
+    installer.stop()?;
+    let installer = node.start_installer()?;
+    let again = installer.adoptions();
     assert!(
-        again.iter().all(|a| matches!(a.outcome, Outcome::AlreadyAttached | Outcome::OptedOut | Outcome::Failed(_))),
+        [&early, &late].iter().all(|p| again.get(&p.sandbox_id).map(String::as_str) == Some("AlreadyAttached")),
         "a restart must not re-attach: {again:?}"
     );
     let sent = stream.join().unwrap()?;
@@ -156,6 +176,7 @@ fn running_pods_are_adopted_and_an_installer_restart_changes_nothing() -> Result
         node.stop_pod(pod)?;
         node.remove_pod(pod)?;
     }
-    assert_nothing_left(&node);
+    assert_no_pod_state(&node);
+    uninstall(&node, installer);
     Ok(())
 }

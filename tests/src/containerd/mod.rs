@@ -13,7 +13,7 @@ pub mod traffic;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,8 @@ use anyhow::{bail, Context, Result};
 use meshaccel_installer::bpf;
 use meshaccel_installer::cri::{api, Cri};
 use meshaccel_installer::pins::Pins;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 use crate::names::unique_tag;
 use crate::netns::NetNs;
@@ -47,8 +49,7 @@ pub struct Containerd {
 
 impl Containerd {
     /// Starts containerd with an empty CNI conf dir and a bin dir holding the standard
-    /// plugins and `meshaccel` (a symlink, so a rebuilt plugin is picked up), and imports
-    /// the test images.
+    /// plugins (the installer adds `meshaccel`), and imports the test images.
     pub fn start() -> Result<Self> {
         let tag = unique_tag();
         let name = format!("meshaccel-e2e-{tag}");
@@ -72,7 +73,6 @@ impl Containerd {
         for p in CNI_PLUGINS {
             std::os::unix::fs::symlink(Path::new("/usr/lib/cni").join(p), c.bin_dir().join(p))?;
         }
-        std::os::unix::fs::symlink(crate::binaries::meshaccel(), c.bin_dir().join("meshaccel"))?;
         fs::write(c.dir.join("config.toml"), c.config_toml())?;
         c.spawn()?;
         images::build_and_import(&c)?;
@@ -124,22 +124,16 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             .spawn()
             .context("spawn containerd (apt-get install containerd runc; see tests/setup)")?;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if self.socket().exists() {
-                if let Ok(cri) = Cri::connect(&self.socket()) {
-                    self.cri = Some(cri);
-                    return Ok(());
-                }
-            }
+        let socket = self.socket();
+        let cri = poll(Duration::from_secs(20), || {
             if let Some(status) = self.child.as_mut().unwrap().try_wait()? {
                 bail!("containerd exited ({status}): {}", self.log_tail());
             }
-            if Instant::now() > deadline {
-                bail!("containerd's CRI did not answer within 20 s: {}", self.log_tail());
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
+            Ok(socket.exists().then(|| Cri::connect(&socket).ok()).flatten())
+        })
+        .with_context(|| format!("containerd's CRI did not answer: {}", self.log_tail()))?;
+        self.cri = Some(cri);
+        Ok(())
     }
 
     pub fn cri(&self) -> &Cri {
@@ -194,19 +188,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     /// Waits until the CRI plugin has loaded a CNI config whose text contains `needle`
     /// (it re-reads the conf dir on change): pods started after this use that chain.
     pub fn wait_for_cni_config(&self, needle: &str) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(20);
         let mut last = String::new();
-        while Instant::now() < deadline {
+        poll(Duration::from_secs(20), || {
             let mut rs = self.cri().runtime();
             let resp = self.cri().block_on(rs.status(api::StatusRequest { verbose: true }))?.into_inner();
             last = resp.info.get("cniconfig").cloned().unwrap_or_default();
-            // The config source is embedded as a JSON string, so quotes are escaped.
-            if last.contains(needle) {
-                return Ok(());
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-        bail!("containerd did not load a CNI config containing {needle:?} within 20 s; it has: {last}")
+            Ok(last.contains(needle).then_some(()))
+        })
+        .with_context(|| format!("containerd did not load a CNI config containing {needle:?}; it has: {last}"))
     }
 
     /// Removes every pod sandbox (stop, then remove, as kubelet does).
@@ -221,16 +210,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 
     fn stop_daemon(&mut self) -> Result<()> {
         self.cri = None;
-        if let Some(mut child) = self.child.take() {
+        if let Some(child) = self.child.take() {
             // SIGTERM lets containerd close its sockets; shims keep running by design.
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait()?.is_none() {
-                if Instant::now() > deadline {
-                    child.kill()?;
-                }
-                thread::sleep(Duration::from_millis(20));
-            }
+            terminate(child, Duration::from_secs(10))?;
         }
         Ok(())
     }
@@ -275,27 +257,41 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             let fields: Vec<&str> = line.split(' ').collect();
             let fstype = fields.iter().skip_while(|f| **f != "-").nth(1);
             if fstype == Some(&"cgroup") {
-                remove_tree(&Path::new(fields[4]).join(&self.cgroup_name))?;
+                let dir = Path::new(fields[4]).join(&self.cgroup_name);
+                if dir.exists() {
+                    cgroup::remove_tree(&dir)?;
+                }
             }
         }
         Ok(())
     }
 }
 
-/// Removes an empty cgroup tree, children first. Absent is fine.
-fn remove_tree(dir: &Path) -> Result<()> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    for entry in entries {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            remove_tree(&entry.path())?;
+/// Calls `check` every 50 ms until it yields a value; an error from it ends the wait.
+pub(crate) fn poll<T>(timeout: Duration, mut check: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check()? {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("still waiting after {timeout:?}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// SIGTERM, then SIGKILL if the process has not exited within `grace`. Returns how it exited.
+pub(crate) fn terminate(mut child: Child, grace: Duration) -> Result<ExitStatus> {
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM)?;
+    match poll(grace, || Ok(child.try_wait()?)) {
+        Ok(status) => Ok(status),
+        Err(e) => {
+            child.kill()?;
+            child.wait()?;
+            Err(e.context("ignored SIGTERM"))
         }
     }
-    fs::remove_dir(dir).with_context(|| format!("rmdir {}", dir.display()))
 }
 
 impl Drop for Containerd {

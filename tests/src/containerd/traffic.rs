@@ -4,14 +4,13 @@
 //! what it sent. Equal hashes: every byte arrived, in order.
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{ensure, Context, Result};
 use meshaccel_installer::cri::Cri;
 
 use super::pods::exec;
-use super::{Containerd, CriPod};
+use super::{poll, Containerd, CriPod};
 
 pub const PORT: u16 = 5000;
 const RECEIVED: &str = "/tmp/received";
@@ -47,17 +46,13 @@ impl Containerd {
 
     /// Waits for the sink's `n`-th record (the handler finishes just after the client).
     pub fn nth_received(&self, sink: &Sink, n: usize) -> Result<String> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        let mut have = 0;
+        poll(Duration::from_secs(10), || {
             let got = self.received(sink)?;
-            if got.len() >= n {
-                return Ok(got[n - 1].clone());
-            }
-            if Instant::now() > deadline {
-                bail!("sink {} has {} records, expected {n}", sink.ip, got.len());
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
+            have = got.len();
+            Ok(got.get(n - 1).cloned())
+        })
+        .with_context(|| format!("sink {} has {have} records, expected {n}", sink.ip))
     }
 
     /// Sends `bytes` random bytes over one new connection from `client` to `sink` and checks
