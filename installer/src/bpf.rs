@@ -257,3 +257,120 @@ pub fn unload_all(pins: &Pins) -> Result<()> {
     remove_dir_if_exists(pins.root())?;
     Ok(())
 }
+
+/// What [`ensure_current`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loaded {
+    /// Nothing was pinned: loaded and pinned now.
+    Fresh,
+    /// The pinned programs are this version's.
+    Current,
+    /// Pinned programs replaced in place; `pods` links moved to the new sock_ops program.
+    Upgraded { pods: usize },
+}
+
+/// [`ensure_loaded`], and on an upgrade (pinned programs differ from this version's) swaps
+/// the programs in place: the new ones reuse the pinned maps, sk_msg is re-attached to
+/// the same sockhash and every pod's bpf_link is updated to the new sock_ops program. No
+/// link, map or cgroup storage is recreated, so sockets already in the sockhash keep being
+/// redirected and pods never run without a program.
+///
+/// Refuses (changing nothing) when a pinned map's layout differs from this version's: the
+/// new programs would misread it.
+pub fn ensure_current(pins: &Pins) -> Result<Loaded> {
+    use std::os::fd::AsFd;
+
+    if !(pins.sockops().exists() && pins.skmsg().exists()) {
+        return Ok(if ensure_loaded(pins)? { Loaded::Fresh } else { Loaded::Current });
+    }
+    let _lock = RootLock::take(pins.root())?;
+    check_pinned_maps(pins)?;
+    let mut loader = EbpfLoader::new();
+    for name in MAPS {
+        // Reuses the pinned map, or creates and pins one this version added.
+        loader.map_pin_path(name, pins.map(name));
+    }
+    let mut ebpf = loader.load(OBJECT).context("load BPF object over the pinned maps")?;
+    let mut swapped = false;
+
+    let skmsg: &mut SkMsg = program(&mut ebpf, names::PROG_SKMSG)?;
+    skmsg.load().context("load sk_msg program")?;
+    if skmsg.info()?.tag() != ProgramInfo::from_pin(pins.skmsg())?.tag() {
+        let socks = sys::obj_get(&pins.map(names::MAP_SOCKS)).context("open pinned SOCKS")?;
+        sys::attach_sk_msg(socks.as_fd(), skmsg.fd()?.as_fd()).context("attach the new sk_msg to SOCKS")?;
+        replace_pin(pins.skmsg().as_path(), |tmp| skmsg.pin(tmp))?;
+        swapped = true;
+    }
+
+    let sockops: &mut SockOps = program(&mut ebpf, names::PROG_SOCKOPS)?;
+    sockops.load().context("load sock_ops program")?;
+    if sockops.info()?.tag() != ProgramInfo::from_pin(pins.sockops())?.tag() {
+        // New ADDs attach the new program from here on; existing links follow below.
+        replace_pin(pins.sockops().as_path(), |tmp| sockops.pin(tmp))?;
+        swapped = true;
+    }
+    let pods = relink_pods(pins)?;
+    Ok(if swapped || pods > 0 { Loaded::Upgraded { pods } } else { Loaded::Current })
+}
+
+/// The temporary name [`replace_pin`] uses (bpffs refuses names with a dot).
+fn pin_tmp(pin: &Path) -> std::path::PathBuf {
+    let mut name = pin.file_name().unwrap_or_default().to_os_string();
+    name.push("_new");
+    pin.with_file_name(name)
+}
+
+/// Pins under a temporary name, then renames over `pin`, so the path never goes missing.
+fn replace_pin(pin: &Path, do_pin: impl FnOnce(&Path) -> Result<(), aya::pin::PinError>) -> Result<()> {
+    let tmp = pin_tmp(pin);
+    remove_if_exists(&tmp).with_context(|| format!("remove {}", tmp.display()))?;
+    do_pin(&tmp).with_context(|| format!("pin {}", tmp.display()))?;
+    fs::rename(&tmp, pin).with_context(|| format!("rename {} over {}", tmp.display(), pin.display()))
+}
+
+/// Compares each pinned map with this version's definition of it.
+fn check_pinned_maps(pins: &Pins) -> Result<()> {
+    let obj = aya_obj::Object::parse(OBJECT).context("parse BPF object")?;
+    for name in MAPS {
+        let path = pins.map(name);
+        if !path.exists() {
+            continue;
+        }
+        let def = obj.maps.get(name).with_context(|| format!("map {name} missing from object"))?;
+        let info = aya::maps::MapInfo::from_pin(&path).with_context(|| format!("open {}", path.display()))?;
+        let pinned = (info.map_type()? as u32, info.key_size(), info.value_size(), info.max_entries());
+        let wanted = (def.map_type(), def.key_size(), def.value_size(), def.max_entries());
+        if pinned != wanted {
+            bail!(
+                "pinned map {name} (type, key size, value size, entries) {pinned:?} differs from this version's {wanted:?}: \
+                 the programs cannot be swapped in place; keep the running ones, or run `meshaccel-installer uninstall` and restart the pods"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Moves every pod link that runs another program than the pinned sock_ops onto it
+/// (BPF_LINK_UPDATE). Returns how many moved.
+pub fn relink_pods(pins: &Pins) -> Result<usize> {
+    use std::os::fd::AsFd;
+
+    let prog = sys::obj_get(&pins.sockops()).context("open pinned sock_ops program")?;
+    let prog_id = sockops_prog_id(pins)?;
+    let mut moved = 0;
+    let mut failed = Vec::new();
+    for id in list_pods(pins)? {
+        match pod_link(pins, &id) {
+            Ok(Some(link)) if link.prog_id != prog_id => match sys::link_update(&pins.pod_link(&id), prog.as_fd()) {
+                Ok(()) => moved += 1,
+                Err(e) => failed.push(format!("{id}: {e}")),
+            },
+            Ok(_) => {}
+            Err(e) => failed.push(format!("{id}: {e:#}")),
+        }
+    }
+    if !failed.is_empty() {
+        bail!("could not move pod links to the new sock_ops program: {}", failed.join("; "));
+    }
+    Ok(moved)
+}

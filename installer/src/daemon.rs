@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use meshaccel_installer::adopt::{self, AdoptConfig, Outcome};
-use meshaccel_installer::bpf;
+use meshaccel_installer::bpf::{self, Loaded};
 use meshaccel_installer::confdir::{self, Change, Chained};
 use meshaccel_installer::cri::Cri;
 use meshaccel_installer::files;
@@ -42,8 +42,15 @@ fn prepare(cfg: &Config, log: &Logger) -> Result<()> {
     if let Some(at) = preflight::bpffs(cfg)? {
         info!(log, "mounted a bpf filesystem"; "at" => %at.display());
     }
-    if bpf::ensure_loaded(&cfg.pins)? {
-        info!(log, "loaded and pinned the BPF programs"; "root" => %cfg.pins.root().display());
+    match bpf::ensure_current(&cfg.pins) {
+        Ok(Loaded::Fresh) => info!(log, "loaded and pinned the BPF programs"; "root" => %cfg.pins.root().display()),
+        Ok(Loaded::Current) => {}
+        Ok(Loaded::Upgraded { pods }) => info!(log, "upgraded the BPF programs in place"; "podLinksMoved" => pods),
+        // The running programs keep serving the pods; only the upgrade is missed.
+        Err(e) if bpf::is_loaded(&cfg.pins) => {
+            error!(log, "cannot upgrade the BPF programs in place; keeping the running ones"; "error" => format!("{e:#}"))
+        }
+        Err(e) => return Err(e),
     }
     info!(log, "node ready for meshaccel"; "cgroupRoot" => %cgroup.display(), "bpffsRoot" => %cfg.pins.root().display());
     Ok(())

@@ -3,7 +3,7 @@
 //! CHECK needs that to prove a pod's link points at the pod's cgroup.
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, AsRawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -93,4 +93,54 @@ pub fn cgroup_link_info(pin: &Path) -> io::Result<Option<CgroupLinkInfo>> {
         cgroup_id: info.cgroup_id,
         attach_type: info.attach_type,
     }))
+}
+
+const BPF_PROG_ATTACH: libc::c_long = 8;
+const BPF_LINK_UPDATE: libc::c_long = 29;
+/// `enum bpf_attach_type`: an sk_msg verdict program on a sockmap/sockhash.
+const BPF_SK_MSG_VERDICT: u32 = 7;
+
+/// `bpf_attr` for BPF_PROG_ATTACH.
+#[repr(C)]
+struct ProgAttachAttr {
+    target_fd: u32,
+    attach_bpf_fd: u32,
+    attach_type: u32,
+    attach_flags: u32,
+    replace_bpf_fd: u32,
+}
+
+/// `bpf_attr` for BPF_LINK_UPDATE.
+#[repr(C)]
+struct LinkUpdateAttr {
+    link_fd: u32,
+    new_prog_fd: u32,
+    flags: u32,
+    old_prog_fd: u32,
+}
+
+/// Attaches an sk_msg program to a sockhash, replacing the one attached before (sockets
+/// already in the map keep the program they were added with).
+pub fn attach_sk_msg(map: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Result<()> {
+    let mut attr = ProgAttachAttr {
+        target_fd: map.as_raw_fd() as u32,
+        attach_bpf_fd: prog.as_raw_fd() as u32,
+        attach_type: BPF_SK_MSG_VERDICT,
+        attach_flags: 0,
+        replace_bpf_fd: 0,
+    };
+    bpf(BPF_PROG_ATTACH, &mut attr).map(|_| ())
+}
+
+/// Points a pinned bpf_link at another program of the same type, in place: the link (and
+/// with it the attachment and its cgroup storage) stays, only the program changes.
+pub fn link_update(pin: &Path, prog: BorrowedFd<'_>) -> io::Result<()> {
+    let link = obj_get(pin)?;
+    let mut attr = LinkUpdateAttr {
+        link_fd: link.as_raw_fd() as u32,
+        new_prog_fd: prog.as_raw_fd() as u32,
+        flags: 0,
+        old_prog_fd: 0,
+    };
+    bpf(BPF_LINK_UPDATE, &mut attr).map(|_| ())
 }
