@@ -121,6 +121,16 @@ fn running_pods_are_adopted_and_an_installer_restart_changes_nothing() -> Result
     node.transfer(&early_sender, &early_sink, BULK)?;
     assert!(!bpf::is_loaded(node.pins()), "nothing of meshaccel exists before the install");
 
+    // What the installer's CRI client sees of them.
+    let sandboxes = Cri::connect(&node.socket())?.sandboxes()?;
+    let seen = |pod: &CriPod| sandboxes.iter().find(|s| s.id == pod.sandbox_id).cloned().unwrap();
+    let (sb, sb_optout) = (seen(&early), seen(&early_optout));
+    assert_eq!((sb.uid.as_str(), sb.namespace.as_str(), sb.name.as_str()), (early.uid.as_str(), "e2e", "early"));
+    assert!(sb.ready && !sb.host_network);
+    assert!(sb.netns.as_ref().is_some_and(|p| p.starts_with("/var/run/netns")), "no netns: {sb:?}");
+    assert!(sb.cgroup_parent.as_ref().is_some_and(|p| p.ends_with(&format!("pod{}", early.uid))), "{sb:?}");
+    assert_eq!(sb_optout.annotations.get(OPT_OUT.0).map(String::as_str), Some(OPT_OUT.1));
+
     let installer = node.start_installer()?;
     node.wait_for_cni_config("meshaccel")?;
     let adoptions = installer.adoptions();
