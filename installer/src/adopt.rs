@@ -93,10 +93,29 @@ pub fn adopt(sandboxes: &[Sandbox], cfg: &AdoptConfig) -> Result<Vec<Adoption>> 
 }
 
 /// Lists the runtime's sandboxes over CRI and adopts them (see [`adopt`]).
+///
+/// A pod stopped while it was being adopted may have had its DELs before its record was
+/// written, and nothing would remove it then; so each adopted sandbox is checked again, and
+/// released if it is no longer ready (the runtime marks it so before the DEL).
 #[cfg(feature = "cri")]
 pub fn adopt_running_pods(cri: &mut crate::cri::Cri, cfg: &AdoptConfig) -> Result<Vec<Adoption>> {
     let sandboxes = cri.sandboxes().context("list pod sandboxes")?;
-    adopt(&sandboxes, cfg)
+    let mut adoptions = adopt(&sandboxes, cfg)?;
+    for a in adoptions.iter_mut().filter(|a| matches!(a.outcome, Outcome::Adopted { .. })) {
+        // Unknown (the runtime did not answer): keep it; a later DEL still removes it.
+        let ready = cri.sandbox_status(&a.sandbox_id).map_or(true, |s| s.is_some_and(|s| s.ready));
+        if !ready {
+            release(cfg, &AttachmentId::new(&a.sandbox_id, &cfg.ifname)?);
+            a.outcome = Outcome::NotReady;
+        }
+    }
+    Ok(adoptions)
+}
+
+/// Removes an attachment adoption made (the plugin's DEL does the same).
+fn release(cfg: &AdoptConfig, id: &AttachmentId) {
+    let _ = bpf::detach_pod(&cfg.pins, id);
+    let _ = StateDir(&cfg.state_dir).remove(id);
 }
 
 fn adopt_one(sb: &Sandbox, cfg: &AdoptConfig) -> Outcome {
@@ -126,8 +145,7 @@ fn adopt_one(sb: &Sandbox, cfg: &AdoptConfig) -> Outcome {
         Ok(st) => Outcome::Adopted { cgroup: st.cgroup, cgroup_id: st.cgroup_id },
         Err(e) => {
             // Leave nothing half-done, as a failed ADD does.
-            let _ = bpf::detach_pod(&cfg.pins, &id);
-            let _ = StateDir(&cfg.state_dir).remove(&id);
+            release(cfg, &id);
             Outcome::Failed(format!("{e:#}"))
         }
     }

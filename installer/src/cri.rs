@@ -153,11 +153,7 @@ mod client {
                 .into_inner();
             let mut out = Vec::with_capacity(list.items.len());
             for item in list.items {
-                match self.sandbox_status(&item.id) {
-                    Ok(Some(sb)) => out.push(sb),
-                    Ok(None) => {}
-                    Err(e) => return Err(e),
-                }
+                out.extend(self.sandbox_status(&item.id)?);
             }
             out.sort_by(|a, b| a.id.cmp(&b.id));
             Ok(out)
