@@ -75,7 +75,14 @@ pub fn main(args: &[String]) -> Result<()> {
                 .into_iter()
                 .map(|(id, r)| json!({"attachment": id.as_str(), "smc": true, "mode": r.state.mode, "record": r}))
                 .collect();
-            print(&o, json!({"bpffsRoot": o.root, "loaded": bpf::is_loaded(&pins), "attachments": pods, "smc": smc}));
+            print(&o, json!({
+                "bpffsRoot": o.root,
+                "loaded": bpf::is_loaded(&pins),
+                // false: the kernel refused the fexit accounting; redirected backlogs are unbounded.
+                "backpressureAccounting": bpf::backpressure_accounting(&pins),
+                "attachments": pods,
+                "smc": smc,
+            }));
             Ok(())
         }
         "doctor" => {

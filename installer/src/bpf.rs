@@ -11,11 +11,12 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 #[allow(deprecated)]
 use aya::maps::{CgroupStorage, CgroupStorageKey};
-use aya::maps::{Map, MapData, PerCpuArray, SockHash};
+use aya::maps::{Array, Map, MapData, PerCpuArray, SockHash};
 use aya::programs::links::FdLink;
-use aya::programs::{CgroupAttachMode, ProgramInfo, SkMsg, SockOps};
+use aya::programs::{CgroupAttachMode, FExit, ProgramInfo, SkMsg, SockOps};
+use aya::Btf;
 use aya::EbpfLoader;
-use meshaccel_common::{names, Counter, PodConfig, SockKey};
+use meshaccel_common::{names, node, ConnKey, Counter, PodConfig};
 
 use crate::pins::{AttachmentId, Pins};
 use crate::sys;
@@ -28,8 +29,15 @@ const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 /// `enum bpf_attach_type`: BPF_CGROUP_SOCK_OPS. Part of a cgroup storage key.
 const BPF_CGROUP_SOCK_OPS: u32 = 3;
 
-const MAPS: [&str; 4] =
-    [names::MAP_SOCKS, names::MAP_COUNTERS, names::MAP_POD_CONFIG, names::MAP_CONN_STATE];
+const MAPS: [&str; 7] = [
+    names::MAP_SOCKS,
+    names::MAP_COUNTERS,
+    names::MAP_POD_CONFIG,
+    names::MAP_CONN_STATE,
+    names::MAP_DECISION,
+    names::MAP_NODE,
+    names::MAP_BACKLOG,
+];
 
 fn fs_magic(path: &Path) -> Result<i64> {
     let st = nix::sys::statfs::statfs(path).with_context(|| format!("statfs {}", path.display()))?;
@@ -95,8 +103,9 @@ fn load_and_pin(pins: &Pins) -> Result<()> {
         map.pin(pins.map(name)).with_context(|| format!("pin map {name}"))?;
     }
 
+
     let socks = ebpf.take_map(names::MAP_SOCKS).context("map SOCKS")?;
-    let socks: SockHash<MapData, SockKey> = socks.try_into().context("SOCKS is not a sockhash")?;
+    let socks: SockHash<MapData, ConnKey> = socks.try_into().context("SOCKS is not a sockhash")?;
     let skmsg: &mut SkMsg = program(&mut ebpf, names::PROG_SKMSG)?;
     skmsg.load().context("load sk_msg program")?;
     let link = skmsg.attach(socks.fd()).context("attach sk_msg to SOCKS")?;
@@ -105,10 +114,55 @@ fn load_and_pin(pins: &Pins) -> Result<()> {
     std::mem::forget(skmsg.take_link(link)?);
     skmsg.pin(pins.skmsg()).context("pin sk_msg program")?;
 
+    // Optional: where the kernel refuses tracing programs, backlogs are unbounded (the
+    // NODE slot tells the programs, `backpressure_accounting` tells people).
+    let accounting = match load_consumed(&mut ebpf) {
+        Ok((prog, link)) => {
+            fs::create_dir_all(pins.links_dir())?;
+            link.pin(pins.consumed_link()).context("pin fexit link")?;
+            prog.pin(pins.consumed()).context("pin fexit program")?;
+            true
+        }
+        Err(_) => false,
+    };
+    write_node(ebpf.map_mut(names::MAP_NODE).context("map NODE")?, accounting)?;
+
     let sockops: &mut SockOps = program(&mut ebpf, names::PROG_SOCKOPS)?;
     sockops.load().context("load sock_ops program")?;
     sockops.pin(pins.sockops()).context("pin sock_ops program")?; // last: marks completion
     Ok(())
+}
+
+/// Loads and attaches the fexit program that tells how much readers consumed; returns it
+/// with its (unpinned) link.
+fn load_consumed(ebpf: &mut aya::Ebpf) -> Result<(&mut FExit, FdLink)> {
+    let btf = Btf::from_sys_fs().context("kernel BTF (/sys/kernel/btf/vmlinux) is needed for fexit")?;
+    let prog: &mut FExit = program(ebpf, names::PROG_CONSUMED)?;
+    prog.load(names::CONSUMED_HOOK, &btf)
+        .with_context(|| format!("load fexit program on {}", names::CONSUMED_HOOK))?;
+    let link = prog.attach().with_context(|| format!("attach fexit to {}", names::CONSUMED_HOOK))?;
+    let link: FdLink = prog.take_link(link)?.into();
+    Ok((prog, link))
+}
+
+/// Fills the NODE slots: a random non-zero token naming this load of the programs on this
+/// node (SYN tags carry it, so a tagged peer on another node, or another meshaccel root,
+/// never matches) and whether consumption accounting is attached.
+fn write_node(map: &mut Map, accounting: bool) -> Result<()> {
+    let mut token = 0u32;
+    while token == 0 {
+        let mut b = [0u8; 4];
+        std::io::Read::read_exact(&mut File::open("/dev/urandom")?, &mut b).context("read /dev/urandom")?;
+        token = u32::from_ne_bytes(b);
+    }
+    let mut node: Array<&mut MapData, u32> = map.try_into()?;
+    node.set(node::TOKEN, token, 0).context("write node token")?;
+    node.set(node::ACCOUNTING, u32::from(accounting), 0).context("write accounting flag")
+}
+
+/// Whether redirected backlogs are bounded on this node (the fexit accounting is attached).
+pub fn backpressure_accounting(pins: &Pins) -> bool {
+    pins.consumed_link().exists()
 }
 
 fn program<'a, T>(ebpf: &'a mut aya::Ebpf, name: &str) -> Result<&'a mut T>
@@ -135,7 +189,7 @@ fn remove_dir_if_exists(path: &Path) -> io::Result<()> {
 }
 
 fn remove_object_pins(pins: &Pins) -> Result<()> {
-    for p in pins.required() {
+    for p in pins.required().into_iter().chain([pins.consumed_link(), pins.consumed()]) {
         remove_if_exists(&p).with_context(|| format!("unpin {}", p.display()))?;
     }
     Ok(())
@@ -250,7 +304,7 @@ pub fn unload_all(pins: &Pins) -> Result<()> {
         detach_pod(pins, &id)?;
     }
     remove_object_pins(pins)?;
-    for d in [pins.pods_dir(), pins.progs_dir(), pins.maps_dir()] {
+    for d in [pins.pods_dir(), pins.progs_dir(), pins.maps_dir(), pins.links_dir()] {
         remove_dir_if_exists(&d)?;
     }
     drop(_lock);
@@ -300,6 +354,18 @@ pub fn ensure_current(pins: &Pins) -> Result<Loaded> {
         sys::attach_sk_msg(socks.as_fd(), skmsg.fd()?.as_fd()).context("attach the new sk_msg to SOCKS")?;
         replace_pin(pins.skmsg().as_path(), |tmp| skmsg.pin(tmp))?;
         swapped = true;
+    }
+
+    let pinned_consumed = ProgramInfo::from_pin(pins.consumed()).ok().map(|p| p.tag());
+    if let Ok((consumed, link)) = load_consumed(&mut ebpf) {
+        if Some(consumed.info()?.tag()) != pinned_consumed {
+            // Tracing links cannot be updated in place: the new one is attached first,
+            // then replaces the old pin (which detaches the old program).
+            fs::create_dir_all(pins.links_dir())?;
+            replace_pin(&pins.consumed_link(), |tmp| link.pin(tmp).map(drop))?;
+            replace_pin(&pins.consumed(), |tmp| consumed.pin(tmp))?;
+            swapped = true;
+        }
     }
 
     let sockops: &mut SockOps = program(&mut ebpf, names::PROG_SOCKOPS)?;

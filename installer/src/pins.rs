@@ -3,7 +3,9 @@
 //! ```text
 //! <root>/progs/meshaccel_sockops   sock_ops program (attached per pod through links below)
 //! <root>/progs/meshaccel_skmsg     sk_msg program (attached to maps/SOCKS)
-//! <root>/maps/{SOCKS,COUNTERS,POD_CONFIG,CONN_STATE}
+//! <root>/progs/meshaccel_consumed  fexit program on tcp_bpf_recvmsg (backlog accounting)
+//! <root>/links/consumed            its bpf_link
+//! <root>/maps/{SOCKS,COUNTERS,POD_CONFIG,CONN_STATE,DECISION,NODE,BACKLOG}
 //! <root>/pods/<attachment>/sockops bpf_link of the sock_ops program to one pod's cgroup
 //! ```
 //! `<attachment>` is `<container id>_<ifname>`, the key CNI uses for an attachment (DEL and
@@ -52,7 +54,20 @@ impl Pins {
         self.prog(names::PROG_SKMSG)
     }
 
-    /// Every pin that must exist for the programs to count as loaded. The sock_ops program
+    pub fn consumed(&self) -> PathBuf {
+        self.prog(names::PROG_CONSUMED)
+    }
+
+    pub fn links_dir(&self) -> PathBuf {
+        self.root.join("links")
+    }
+
+    pub fn consumed_link(&self) -> PathBuf {
+        self.links_dir().join("consumed")
+    }
+
+    /// Every pin that must exist for the programs to count as loaded (the fexit program
+    /// and link are optional: kernels may refuse tracing programs). The sock_ops program
     /// is pinned last by the loader, so its presence also marks a complete load.
     pub fn required(&self) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = [
@@ -60,6 +75,9 @@ impl Pins {
             names::MAP_COUNTERS,
             names::MAP_POD_CONFIG,
             names::MAP_CONN_STATE,
+            names::MAP_DECISION,
+            names::MAP_NODE,
+            names::MAP_BACKLOG,
         ]
         .iter()
         .map(|m| self.map(m))

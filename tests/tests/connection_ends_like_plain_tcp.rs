@@ -32,7 +32,6 @@ fn same_as_plain_tcp(mode: &str, server_args: &[&str], client_args: &[&str], (se
 /// shutdown(SHUT_WR): the peer reads everything then EOF, and can still answer; the
 /// half-closed side cannot write any more but reads the answer to EOF.
 #[test]
-#[ignore = "redirected: write() after shutdown(SHUT_WR) succeeds (plain: EPIPE) and the byte reaches the peer"]
 fn half_close_behaves_as_on_plain_tcp() {
     let n = 1u64 << 20;
     let args = ["--bytes", "1048576", "--seed", "3"];
@@ -51,7 +50,7 @@ fn half_close_behaves_as_on_plain_tcp() {
 /// blocked in read(): that read fails with ECONNRESET, then writes fail with EPIPE and reads
 /// see EOF.
 #[test]
-#[ignore = "redirected: the blocked read() gets EAGAIN instead of ECONNRESET; then write ECONNRESET (plain EPIPE), read ECONNRESET (plain EOF)"]
+#[ignore = "kernel tcp_bpf_recvmsg (6.18): a read() blocked when the peer resets returns EAGAIN instead of ECONNRESET; then write ECONNRESET (plain EPIPE), read ECONNRESET (plain EOF)"]
 fn reset_while_peer_blocks_in_read_behaves_as_on_plain_tcp() {
     let common = ["--bytes", "65536", "--seed", "5", "--ack-after", "65536"];
     let client_args = [&common[..], &["--delay-ms", "300"]].concat();

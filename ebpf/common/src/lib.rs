@@ -13,46 +13,150 @@ pub mod names {
     pub const MAP_COUNTERS: &str = "COUNTERS";
     pub const MAP_POD_CONFIG: &str = "POD_CONFIG";
     pub const MAP_CONN_STATE: &str = "CONN_STATE";
+    pub const MAP_DECISION: &str = "DECISION";
+    pub const MAP_NODE: &str = "NODE";
+    pub const MAP_BACKLOG: &str = "BACKLOG";
+    pub const PROG_CONSUMED: &str = "meshaccel_consumed";
+    /// The kernel function whose return tells how much a reader took from a sockmap queue.
+    pub const CONSUMED_HOOK: &str = "tcp_bpf_recvmsg";
 }
 
-/// Key of the sockhash: one established TCP connection as seen from one of its sockets.
+/// Key of the sockhash: one end of one TCP connection.
 ///
-/// A socket is stored under its own (local, remote) tuple; a sender looks up the mirror
-/// tuple to find its peer. Pod IPs are unique on a node, so the 4-tuple names exactly one
-/// socket, except for loopback: every pod has its own `127.0.0.1`, so loopback keys also
-/// carry the netns cookie (both ends of a loopback connection share a netns).
+/// A connection is named by what both of its ends see identically, even through
+/// REDIRECT/DNAT (which rewrites the server address, as in a sidecar mesh): the client's
+/// endpoint and both initial sequence numbers. A socket is stored under its connection
+/// and its own role; a sender looks up the same connection with the other role.
+///
+/// Client-endpoint reuse (one local ip:port towards two destinations) gives different
+/// sequence numbers; SNAT changes the endpoint the server sees, so the two ends simply
+/// do not meet and stay on plain TCP. Loopback client addresses exist once per netns, so
+/// they also carry the netns cookie (a loopback connection never leaves its netns).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct SockKey {
-    /// IPv4 address in network byte order, as the kernel hands it over.
-    pub local_ip4: u32,
-    /// IPv4 address in network byte order.
-    pub remote_ip4: u32,
-    /// Host byte order.
-    pub local_port: u32,
-    /// Host byte order (converted from the context's network-order, shifted field).
-    pub remote_port: u32,
-    /// `bpf_get_netns_cookie()` when either address is loopback, else 0.
+pub struct ConnKey {
+    /// Client IPv4 address, network byte order.
+    pub client_ip4: u32,
+    /// Client port, host byte order.
+    pub client_port: u32,
+    /// The client's first data sequence number (its ISN + 1).
+    pub client_seq: u32,
+    /// The server's first data sequence number (its ISN + 1).
+    pub server_seq: u32,
+    /// `bpf_get_netns_cookie()` when the client address is loopback, else 0.
     pub netns_cookie: u64,
+    /// Which end is stored under this key: [`ConnKey::CLIENT`] or [`ConnKey::SERVER`].
+    pub role: u32,
+    pub _reserved: u32,
 }
 
-impl SockKey {
-    /// The key under which the other end of this connection is stored.
+impl ConnKey {
+    pub const CLIENT: u32 = 0;
+    pub const SERVER: u32 = 1;
+    /// Not a socket: the READY marker of a connection in the `DECISION` map.
+    pub const READY: u32 = 2;
+
+    /// The key of a socket at establishment, from its own view of the connection.
+    /// `active` is true for the connecting end. Sequence numbers are `snd_nxt`/`rcv_nxt`
+    /// at the ESTABLISHED callback, when nothing but the SYNs has been exchanged.
     #[inline(always)]
-    pub const fn peer(&self) -> SockKey {
-        SockKey {
-            local_ip4: self.remote_ip4,
-            remote_ip4: self.local_ip4,
-            local_port: self.remote_port,
-            remote_port: self.local_port,
-            netns_cookie: self.netns_cookie,
+    pub const fn at_establishment(active: bool, local: Endpoint, remote: Endpoint, snd_nxt: u32, rcv_nxt: u32) -> ConnKey {
+        let (client, client_seq, server_seq, role) = if active {
+            (local, snd_nxt, rcv_nxt, Self::CLIENT)
+        } else {
+            (remote, rcv_nxt, snd_nxt, Self::SERVER)
+        };
+        ConnKey {
+            client_ip4: client.ip4,
+            client_port: client.port,
+            client_seq,
+            server_seq,
+            netns_cookie: 0,
+            role,
+            _reserved: 0,
         }
     }
 
+    /// The key under which the other end of this connection is stored.
     #[inline(always)]
-    pub const fn is_loopback(&self) -> bool {
-        is_loopback4(self.local_ip4) || is_loopback4(self.remote_ip4)
+    pub const fn peer(&self) -> ConnKey {
+        let mut k = *self;
+        k.role ^= 1;
+        k
     }
+
+    /// The connection as a whole (the key of its `DECISION` entry).
+    #[inline(always)]
+    pub const fn connection(&self) -> ConnKey {
+        let mut k = *self;
+        k.role = Self::CLIENT;
+        k
+    }
+
+    /// The key of the connection's READY marker (see [`Decision::READY`]).
+    #[inline(always)]
+    pub const fn ready(&self) -> ConnKey {
+        let mut k = *self;
+        k.role = Self::READY;
+        k
+    }
+
+    /// Whether the cookie must be part of the key (see the type's docs).
+    #[inline(always)]
+    pub const fn needs_netns_cookie(&self) -> bool {
+        is_loopback4(self.client_ip4)
+    }
+}
+
+/// The outcome of a connection's pairing race (values of the `DECISION` map).
+pub struct Decision;
+
+impl Decision {
+    /// The server end got there first: both ends redirect.
+    pub const PAIRED: u32 = 1;
+    /// The client end had to send first, or pairing failed: both ends stay plain TCP.
+    pub const PLAIN: u32 = 2;
+    /// Under the READY key: the client end is in SOCKS, waiting for the server end.
+    pub const READY: u32 = 3;
+}
+
+/// The TCP option that tags the SYN of an accelerated pod and the SYN-ACK of an
+/// accelerated listener answering it: RFC 6994 experimental option (kind 254) with a
+/// 16-bit ExID, carrying the node's token so a peer on another node never matches.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SynOption {
+    pub kind: u8,
+    pub len: u8,
+    pub exid: [u8; 2],
+    pub token: [u8; 4],
+}
+
+impl SynOption {
+    pub const KIND: u8 = 254;
+    /// "MA".
+    pub const EXID: [u8; 2] = [0x4d, 0x41];
+
+    pub const fn new(token: u32) -> Self {
+        Self { kind: Self::KIND, len: 8, exid: Self::EXID, token: token.to_be_bytes() }
+    }
+
+    /// The search pattern `bpf_load_hdr_opt` expects: kind, the length of kind + len +
+    /// ExID (4), the ExID.
+    pub const fn search() -> Self {
+        Self { kind: Self::KIND, len: 4, exid: Self::EXID, token: [0; 4] }
+    }
+
+    pub const fn token(&self) -> u32 {
+        u32::from_be_bytes(self.token)
+    }
+}
+
+/// An IPv4 address (network byte order) and port (host byte order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub ip4: u32,
+    pub port: u32,
 }
 
 /// `remote_port` in `bpf_sock_ops` and `sk_msg_md` is the big-endian port shifted into the
@@ -99,13 +203,19 @@ impl PodConfig {
     }
 }
 
-/// Per-connection decision, in socket-local storage. Made at the connection's first send
-/// and never changed, so redirected and plain sends are never mixed in one direction (the
-/// receiver would see them out of order).
+/// Per-socket state, in socket-local storage: written by sock_ops at establishment,
+/// read on every send by sk_msg (which cannot see sequence numbers itself).
+///
+/// The mode is decided at the connection's first send and never changed, so redirected
+/// and plain sends are never mixed in one direction (the receiver would read the
+/// redirected bytes first and so out of order).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnState {
     pub mode: u32,
+    pub _reserved: u32,
+    /// Where this socket's sends go when redirected.
+    pub peer: ConnKey,
 }
 
 impl ConnState {
@@ -120,26 +230,35 @@ impl ConnState {
 pub enum Counter {
     /// Sockets put in the sockhash at establishment.
     SocketsInserted = 0,
-    /// Sockhash updates the kernel refused (map full, unsupported socket state).
+    /// Sockhash updates the kernel refused (key taken, map full).
     InsertFailures = 1,
     /// Messages delivered straight into the peer socket.
     MsgRedirected = 2,
-    /// Connections whose first send found no peer and so stay on plain TCP.
+    /// Connections of accelerated pods left on plain TCP because the peer is not an
+    /// accelerated socket of this node, or the client sent before pairing completed.
     RedirectMisses = 3,
     /// Bytes delivered by redirect.
     BytesRedirected = 4,
     /// Messages sent on plain TCP by connections decided plain.
     MsgPassed = 5,
+    /// Tagged pairs left on plain TCP: the client had to send before the server end was
+    /// paired, data moved before establishment (TCP Fast Open), or the key was taken.
+    Ambiguous = 6,
+    /// Connections switched to plain TCP for good because their reader fell
+    /// [`MAX_BACKLOG`] bytes behind (the kernel's redirect path has no flow control).
+    Backpressure = 7,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 6] = [
+    pub const ALL: [Counter; 8] = [
         Counter::SocketsInserted,
         Counter::InsertFailures,
         Counter::MsgRedirected,
         Counter::RedirectMisses,
         Counter::BytesRedirected,
         Counter::MsgPassed,
+        Counter::Ambiguous,
+        Counter::Backpressure,
     ];
     pub const LEN: u32 = Self::ALL.len() as u32;
 
@@ -151,19 +270,56 @@ impl Counter {
             Counter::RedirectMisses => "redirect_misses",
             Counter::BytesRedirected => "bytes_redirected",
             Counter::MsgPassed => "msgs_passed",
+            Counter::Ambiguous => "ambiguous",
+            Counter::Backpressure => "backpressure_fallbacks",
         }
     }
 }
 
 /// Sizing of the sockhash: two entries per accelerated connection.
 pub const SOCKS_MAX_ENTRIES: u32 = 65_536;
+/// Slots of the `NODE` array, written by the loader.
+pub mod node {
+    /// A random non-zero token naming this load on this node (SYN tags carry it).
+    pub const TOKEN: u32 = 0;
+    /// 1 when the fexit accounting of consumed bytes is attached, so backlogs are known.
+    pub const ACCOUNTING: u32 = 1;
+    pub const LEN: u32 = 2;
+}
+
+/// Redirected bytes towards one socket: `sent` is written only by its peer's sk_msg
+/// (serialised by the peer's socket lock), `consumed` only when the socket is read. Two
+/// single-writer counters need no atomics; a racing second reader can only lose an
+/// update of `consumed`, which overstates the backlog (the safe direction).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub sent: u64,
+    pub consumed: u64,
+}
+
+impl Backlog {
+    pub const fn outstanding(&self) -> i64 {
+        self.sent.wrapping_sub(self.consumed) as i64
+    }
+}
+
+/// Redirected bytes a reader may have outstanding before its sender falls back to plain
+/// TCP (whose receive window then applies). The kernel charges redirected data to the
+/// receiver without checking its receive buffer, so without this bound one stalled reader
+/// could pin memory up to the node-wide TCP limit.
+pub const MAX_BACKLOG: i64 = 4 << 20;
+
+/// Pairing decisions awaiting the client's first send; LRU, so it needs no cleanup.
+pub const DECISIONS_MAX_ENTRIES: u32 = 65_536;
 
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain-old-data, #[repr(C)], no padding holes (checked by the size tests).
-    unsafe impl aya::Pod for super::SockKey {}
+    unsafe impl aya::Pod for super::ConnKey {}
     unsafe impl aya::Pod for super::PodConfig {}
     unsafe impl aya::Pod for super::ConnState {}
+    unsafe impl aya::Pod for super::Backlog {}
 }
 
 #[cfg(test)]
@@ -172,23 +328,43 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<SockKey>(), 24);
+        assert_eq!(core::mem::size_of::<ConnKey>(), 32);
         assert_eq!(core::mem::size_of::<PodConfig>(), 8);
-        assert_eq!(core::mem::size_of::<ConnState>(), 4);
+        assert_eq!(core::mem::size_of::<ConnState>(), 40);
+    }
+
+    fn ip(a: [u8; 4]) -> u32 {
+        u32::from_be_bytes(a).to_be()
     }
 
     #[test]
-    fn peer_is_an_involution_and_mirrors_the_tuple() {
-        let k = SockKey {
-            local_ip4: u32::from_be_bytes([10, 0, 0, 1]).to_be(),
-            remote_ip4: u32::from_be_bytes([10, 0, 0, 2]).to_be(),
-            local_port: 40000,
-            remote_port: 80,
-            netns_cookie: 0,
-        };
-        assert_eq!(k.peer().peer(), k);
-        assert_eq!(k.peer().local_port, 80);
-        assert_eq!(k.peer().remote_ip4, k.local_ip4);
+    fn both_ends_name_the_same_connection_even_through_redirect() {
+        let client = Endpoint { ip4: ip([10, 0, 0, 1]), port: 40000 };
+        let service = Endpoint { ip4: ip([10, 96, 0, 10]), port: 80 };
+        // After REDIRECT the server sees itself on 127.0.0.1:15001, the client unchanged.
+        let proxy = Endpoint { ip4: ip([127, 0, 0, 1]), port: 15001 };
+        let (isn_c, isn_s) = (1000, 7000);
+        let c = ConnKey::at_establishment(true, client, service, isn_c, isn_s);
+        let s = ConnKey::at_establishment(false, proxy, client, isn_s, isn_c);
+        assert_eq!(c.peer(), s);
+        assert_eq!(s.peer(), c);
+        assert_ne!(c, s, "the two ends are distinct sockhash entries");
+        assert!(!c.needs_netns_cookie() && !s.needs_netns_cookie(), "decided by the client address only");
+    }
+
+    #[test]
+    fn endpoint_reuse_and_snat_do_not_pair() {
+        let client = Endpoint { ip4: ip([10, 0, 0, 1]), port: 40000 };
+        let a = Endpoint { ip4: ip([10, 0, 0, 2]), port: 80 };
+        let b = Endpoint { ip4: ip([10, 0, 0, 3]), port: 80 };
+        let c1 = ConnKey::at_establishment(true, client, a, 1000, 7000);
+        let c2 = ConnKey::at_establishment(true, client, b, 5000, 9000);
+        let s2 = ConnKey::at_establishment(false, b, client, 9000, 5000);
+        assert_ne!(c1.peer(), s2, "same client endpoint, other connection");
+        let snat = Endpoint { ip4: ip([192, 0, 2, 1]), port: 50000 };
+        let s_snat = ConnKey::at_establishment(false, a, snat, 7000, 1000);
+        assert_ne!(c1.peer(), s_snat);
+        assert_eq!(c2.peer(), s2);
     }
 
     #[test]
@@ -213,6 +389,15 @@ mod tests {
             port as u32
         };
         assert_eq!(ctx_remote_port(raw), 8080);
+    }
+
+    #[test]
+    fn syn_option_layout_matches_the_wire() {
+        assert_eq!(core::mem::size_of::<SynOption>(), 8);
+        let o = SynOption::new(0x01020304);
+        assert_eq!([o.kind, o.len], [254, 8]);
+        assert_eq!(o.token(), 0x01020304);
+        assert_eq!(SynOption::search().len, 4);
     }
 
     #[test]

@@ -1,10 +1,23 @@
-//! meshaccel's kernel-side programs.
+//! meshaccel's kernel-side programs. The design, and why each step exists, is in
+//! docs/design.md; in short:
 //!
-//! * `meshaccel_sockops` (sock_ops, attached per pod cgroup): when a TCP connection of an
-//!   enabled pod is established, puts the socket in `SOCKS` under its own tuple.
-//! * `meshaccel_skmsg` (sk_msg, attached to `SOCKS`): on each send of a socket in `SOCKS`,
-//!   delivers the data straight into the peer socket's receive queue when the peer is in
-//!   `SOCKS` too; otherwise the data goes through the TCP stack as usual.
+//! * `meshaccel_sockops` (sock_ops, attached per pod cgroup) tags the SYN of an enabled pod
+//!   with a TCP option carrying this node's token; an enabled listener answers in its
+//!   SYN-ACK only when the SYN had it. So at establishment both ends know whether the
+//!   other is an accelerated socket on this node, and only such pairs enter `SOCKS`
+//!   (a socket in a sockmap that receives plain TCP suffers the kernel's tcp_bpf receive
+//!   path, whose blocking reads can fail with EAGAIN).
+//! * Both ends name the connection identically (client endpoint + both initial sequence
+//!   numbers: this survives REDIRECT/DNAT); each socket's storage holds its peer's key.
+//! * The server end, at establishment, and the client end, at its first send, race to
+//!   create the connection's `DECISION` entry: PAIRED (server first) means redirect both
+//!   ways, PLAIN (client first: it had to send before the server was ready) means plain
+//!   TCP both ways, and the server then takes both sockets out of `SOCKS`.
+//! * `meshaccel_skmsg` (sk_msg on `SOCKS`) redirects each send of a REDIRECT socket into
+//!   its peer's receive queue, counting it in the peer's `BACKLOG`; `meshaccel_consumed`
+//!   (fexit on tcp_bpf_recvmsg) counts what the reader took. A sender whose peer is
+//!   [`MAX_BACKLOG`] behind switches to plain TCP for good: the reader drains its sockmap
+//!   queue before its TCP queue, so order holds, and TCP's window brings backpressure.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -14,22 +27,39 @@ mod programs {
     use core::ptr;
 
     use aya_ebpf::bindings::{
-        sk_action::SK_PASS, BPF_F_INGRESS, BPF_SK_STORAGE_GET_F_CREATE,
-        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
+        bpf_sock_ops, sk_action::SK_PASS, BPF_ANY, BPF_F_INGRESS,
+        BPF_NOEXIST, BPF_SK_STORAGE_GET_F_CREATE, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB,
+        BPF_SOCK_OPS_HDR_OPT_LEN_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
+        BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_SOCK_OPS_TCP_LISTEN_CB, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
+        BPF_SOCK_OPS_WRITE_HDR_OPT_CB, BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG,
     };
-    use aya_ebpf::btf_maps::{CgroupStorage, PerCpuArray, SkStorage, SockHash};
-    use aya_ebpf::helpers::generated::{bpf_get_netns_cookie, bpf_sk_storage_get};
-    use aya_ebpf::macros::{btf_map, sk_msg, sock_ops};
-    use aya_ebpf::programs::{SkMsgContext, SockOpsContext};
+    #[allow(deprecated)]
+    use aya_ebpf::btf_maps::CgroupStorage;
+    use aya_ebpf::btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, SkStorage, SockHash};
+    use aya_ebpf::helpers::generated::{
+        bpf_get_netns_cookie, bpf_load_hdr_opt, bpf_map_delete_elem, bpf_reserve_hdr_opt,
+        bpf_sk_storage_get, bpf_sock_ops_cb_flags_set, bpf_store_hdr_opt,
+    };
+    use aya_ebpf::macros::{btf_map, fexit, sk_msg, sock_ops};
+    use aya_ebpf::programs::{FExitContext, SkMsgContext, SockOpsContext};
     use meshaccel_common::{
-        ctx_remote_port, v4_mapped, ConnState, Counter, PodConfig, SockKey, SOCKS_MAX_ENTRIES,
+        ctx_remote_port, v4_mapped, Backlog, ConnKey, ConnState, Counter, Decision, Endpoint, PodConfig,
+        node, SynOption, DECISIONS_MAX_ENTRIES, MAX_BACKLOG, SOCKS_MAX_ENTRIES,
     };
 
     const AF_INET: u32 = 2;
     const AF_INET6: u32 = 10;
+    const TCP_FLAG_SYN: u32 = 0x02;
+    const TCP_FLAG_ACK: u32 = 0x10;
+    const TCP_ESTABLISHED: u32 = 1;
+    const TCP_CLOSE: u32 = 7;
+    const MSG_PEEK: i32 = 2;
+    const TCP_CLOSE_WAIT: u32 = 8;
+    /// `BPF_LOAD_HDR_OPT_TCP_SYN`: search the SYN being answered instead of the ctx packet.
+    const LOAD_HDR_OPT_TCP_SYN: u64 = 1;
 
     #[btf_map]
-    static SOCKS: SockHash<SockKey, { SOCKS_MAX_ENTRIES as usize }> = SockHash::new();
+    static SOCKS: SockHash<ConnKey, { SOCKS_MAX_ENTRIES as usize }> = SockHash::new();
 
     #[btf_map]
     static COUNTERS: PerCpuArray<u64, { Counter::LEN as usize }> = PerCpuArray::new();
@@ -44,6 +74,22 @@ mod programs {
     #[btf_map]
     static CONN_STATE: SkStorage<ConnState> = SkStorage::new();
 
+    // Keyed by the connection (role CLIENT): the pairing decision; and by the connection with
+    // role READY: "the client end is in SOCKS". LRU: an entry only matters during the
+    // handshake and until the client's first send; connections that never send must not
+    // leak one.
+    #[btf_map]
+    static DECISION: LruHashMap<ConnKey, u32, { DECISIONS_MAX_ENTRIES as usize }> = LruHashMap::new();
+
+    // Redirected bytes not yet read, per receiving socket (keyed by its own ConnKey).
+    // Created at pairing, removed when the socket closes (STATE_CB).
+    #[btf_map]
+    static BACKLOG: HashMap<ConnKey, Backlog, { SOCKS_MAX_ENTRIES as usize }> = HashMap::new();
+
+    // See meshaccel_common::node. A zero token (unset) disables tagging.
+    #[btf_map]
+    static NODE: Array<u32, { node::LEN as usize }> = Array::new();
+
     #[inline(always)]
     fn count(c: Counter, n: u64) {
         if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
@@ -52,114 +98,320 @@ mod programs {
         }
     }
 
-    /// The IPv4 tuple of a connection, from either an AF_INET socket or an AF_INET6 socket
-    /// whose both ends are v4-mapped. Pure IPv6 is left alone (plain TCP).
+    /// Reads a context field at its fixed offset. The verifier only accepts ctx loads at
+    /// constant offsets; plain reads let LLVM merge two loads into one through a selected
+    /// pointer ("dereference of modified ctx ptr").
+    macro_rules! ctx_read {
+        ($ops:expr, $($field:tt)+) => {
+            // SAFETY: $ops points at the program's context.
+            unsafe { ptr::read_volatile(ptr::addr_of!((*$ops).$($field)+)) }
+        };
+    }
+
+    fn pod_enabled() -> bool {
+        let cfg = POD_CONFIG.get_ptr_mut();
+        // SAFETY: the helper returns this attachment's storage slot, valid for this run.
+        !cfg.is_null() && unsafe { (*cfg).sockmap_enabled() }
+    }
+
+    fn node_token() -> u32 {
+        NODE.get(node::TOKEN).copied().unwrap_or(0)
+    }
+
+    /// The IPv4 endpoints of a connection, from either an AF_INET socket or an AF_INET6
+    /// socket whose both ends are v4-mapped. Pure IPv6 is left alone (plain TCP).
     #[inline(always)]
-    fn ipv4_tuple(family: u32, l4: u32, r4: u32, l6: [u32; 4], r6: [u32; 4]) -> Option<(u32, u32)> {
-        match family {
-            AF_INET => Some((l4, r4)),
-            AF_INET6 => Some((v4_mapped(l6)?, v4_mapped(r6)?)),
-            _ => None,
+    fn endpoints(ops: *const bpf_sock_ops) -> Option<(Endpoint, Endpoint)> {
+        let (l, r) = match ctx_read!(ops, family) {
+            AF_INET => (ctx_read!(ops, local_ip4), ctx_read!(ops, remote_ip4)),
+            AF_INET6 => (v4_mapped(ctx_read!(ops, local_ip6))?, v4_mapped(ctx_read!(ops, remote_ip6))?),
+            _ => return None,
+        };
+        Some((
+            Endpoint { ip4: l, port: ctx_read!(ops, local_port) },
+            Endpoint { ip4: r, port: ctx_remote_port(ctx_read!(ops, remote_port)) },
+        ))
+    }
+
+    #[inline(always)]
+    fn set_cb_flags(ops: *mut bpf_sock_ops, flags: u32) {
+        // SAFETY: ops is the program's context pointer.
+        let _ = unsafe { bpf_sock_ops_cb_flags_set(ops, flags as i32) };
+    }
+
+    /// Whether the packet in the context (or, with BPF_LOAD_HDR_OPT_TCP_SYN, the SYN being
+    /// answered) carries our option with this node's token.
+    #[inline(always)]
+    fn has_tag(ops: *mut bpf_sock_ops, flags: u64) -> bool {
+        let token = node_token();
+        let mut opt = SynOption::search();
+        // SAFETY: ops is the context; opt is a stack buffer of the length passed.
+        let n = unsafe { bpf_load_hdr_opt(ops, ptr::from_mut(&mut opt).cast(), size_of::<SynOption>() as u32, flags) };
+        token != 0 && n == size_of::<SynOption>() as i64 && opt.token() == token
+    }
+
+    /// TCP_CONNECT / TCP_LISTEN: ask to be called when headers are written, to tag the
+    /// SYN (client) or answer a tagged SYN in the SYN-ACK (listener).
+    #[inline(always)]
+    fn want_header_callbacks(ops: *mut bpf_sock_ops) {
+        if pod_enabled() && node_token() != 0 {
+            let flags = ctx_read!(ops, bpf_sock_ops_cb_flags);
+            set_cb_flags(ops, flags | BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
         }
+    }
+
+    /// Tag our SYN, or our SYN-ACK when the SYN was tagged by an accelerated pod of this
+    /// node. Other packets carry nothing.
+    #[inline(always)]
+    fn should_tag(ops: *mut bpf_sock_ops) -> bool {
+        match ctx_read!(ops, skb_tcp_flags) & (TCP_FLAG_SYN | TCP_FLAG_ACK) {
+            TCP_FLAG_SYN => true,
+            f if f == TCP_FLAG_SYN | TCP_FLAG_ACK => has_tag(ops, LOAD_HDR_OPT_TCP_SYN),
+            _ => false,
+        }
+    }
+
+    #[inline(always)]
+    fn storage(sk: *mut c_void, create: bool) -> *mut ConnState {
+        let flags = if create { BPF_SK_STORAGE_GET_F_CREATE.into() } else { 0 };
+        // SAFETY: CONN_STATE is an sk_storage map; sk is a non-null full socket.
+        unsafe { bpf_sk_storage_get(ptr::from_ref(&CONN_STATE).cast_mut().cast(), sk, ptr::null_mut(), flags) }
+            .cast::<ConnState>()
+    }
+
+    fn socks_ptr() -> *mut c_void {
+        ptr::from_ref(&SOCKS).cast_mut().cast()
+    }
+
+    #[inline(always)]
+    fn remove_from_socks(key: &ConnKey) {
+        // SAFETY: deleting by key; absent keys are fine.
+        let _ = unsafe { bpf_map_delete_elem(socks_ptr(), ptr::from_ref(key).cast()) };
+    }
+
+    /// ACTIVE/PASSIVE_ESTABLISHED for a tagged pair of this node.
+    fn established(ops: *mut bpf_sock_ops, active: bool) {
+        let Some((local, remote)) = endpoints(ops) else { return };
+        let sk = ctx_read!(ops, __bindgen_anon_2.sk).cast::<c_void>();
+        if sk.is_null() {
+            return;
+        }
+        // Data that moved before establishment (TCP Fast Open) sits in the receiver's TCP
+        // queue; redirected bytes would overtake it. The SYN itself counts 1 in bytes_acked.
+        let snd_nxt = ctx_read!(ops, snd_nxt);
+        let data_moved = if active {
+            ctx_read!(ops, bytes_acked) > 1 || ctx_read!(ops, snd_una) != snd_nxt
+        } else {
+            ctx_read!(ops, bytes_received) != 0
+        };
+        let mut key = ConnKey::at_establishment(active, local, remote, snd_nxt, ctx_read!(ops, rcv_nxt));
+        if key.needs_netns_cookie() {
+            // SAFETY: ops is the program's context pointer.
+            key.netns_cookie = unsafe { bpf_get_netns_cookie(ops.cast::<c_void>()) };
+        }
+        let peer = key.peer();
+        let conn = peer.connection();
+        if data_moved {
+            abort(&conn, &peer);
+            return;
+        }
+        // The server only pairs with a client that is already in SOCKS: such a client
+        // marked itself READY at its ACTIVE_ESTABLISHED, before sending the ACK that
+        // triggers ours.
+        if !active && DECISION.remove(&conn.ready()).is_err() {
+            count(Counter::RedirectMisses, 1);
+            return;
+        }
+        let state = storage(sk, true);
+        if state.is_null() {
+            abort(&conn, &peer);
+            return;
+        }
+        // SAFETY: ops is the program's context pointer.
+        if SOCKS.update(&mut key, unsafe { &mut *ops }, BPF_NOEXIST.into()).is_err() {
+            // The key is taken (another connection with the same endpoint and both ISNs)
+            // or the map is full: neither end may redirect.
+            abort(&conn, &peer);
+            count(Counter::InsertFailures, 1);
+            return;
+        }
+        count(Counter::SocketsInserted, 1);
+        // This end's backlog, before the peer can redirect into it; removed at close.
+        if BACKLOG.insert(&key, &Backlog::default(), BPF_ANY.into()).is_err() {
+            remove_from_socks(&key);
+            abort(&conn, &peer);
+            return;
+        }
+        let flags = ctx_read!(ops, bpf_sock_ops_cb_flags);
+        set_cb_flags(ops, flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+        // SAFETY: non-null storage of this socket; the socket is locked during the callback.
+        let state = unsafe { &mut *state };
+        state.peer = peer;
+        if active {
+            state.mode = ConnState::UNDECIDED;
+            let _ = DECISION.insert(&conn.ready(), &Decision::READY, BPF_ANY.into());
+        } else if DECISION.insert(&conn, &Decision::PAIRED, BPF_NOEXIST.into()).is_ok() {
+            state.mode = ConnState::REDIRECT;
+        } else {
+            // The client already sent on plain TCP: both ends stay plain.
+            state.mode = ConnState::PLAIN;
+            remove_from_socks(&key);
+            remove_from_socks(&peer);
+            count(Counter::Ambiguous, 1);
+        }
+    }
+
+    /// Both ends plain for this connection: record it and take the client (the only end
+    /// that can be in SOCKS already) out. Nothing was redirected into it: no server end
+    /// of this connection was ever inserted.
+    fn abort(conn: &ConnKey, client: &ConnKey) {
+        let _ = DECISION.insert(conn, &Decision::PLAIN, BPF_ANY.into());
+        remove_from_socks(client);
+        count(Counter::Ambiguous, 1);
     }
 
     #[sock_ops]
     pub fn meshaccel_sockops(ctx: SockOpsContext) -> u32 {
-        let op = ctx.op();
-        if op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB {
-            return 1;
-        }
-        let cfg = POD_CONFIG.get_ptr_mut();
-        // SAFETY: the helper returns this attachment's storage slot, valid for this run.
-        if cfg.is_null() || !unsafe { (*cfg).sockmap_enabled() } {
-            return 1;
-        }
-        let Some((local_ip4, remote_ip4)) = ipv4_tuple(
-            ctx.family(),
-            ctx.local_ip4(),
-            ctx.remote_ip4(),
-            ctx.local_ip6(),
-            ctx.remote_ip6(),
-        ) else {
-            return 1;
-        };
-        let mut key = SockKey {
-            local_ip4,
-            remote_ip4,
-            local_port: ctx.local_port(),
-            remote_port: ctx_remote_port(ctx.remote_port()),
-            netns_cookie: 0,
-        };
-        if key.is_loopback() {
-            // SAFETY: ctx.ops is the program's context pointer.
-            key.netns_cookie = unsafe { bpf_get_netns_cookie(ctx.ops.cast::<c_void>()) };
-        }
-        // SAFETY: ctx.ops is the program's context pointer.
-        match SOCKS.update(&mut key, unsafe { &mut *ctx.ops }, 0) {
-            Ok(()) => count(Counter::SocketsInserted, 1),
-            Err(_) => count(Counter::InsertFailures, 1),
+        let ops = ctx.ops;
+        match ctx_read!(ops, op) {
+            BPF_SOCK_OPS_TCP_CONNECT_CB | BPF_SOCK_OPS_TCP_LISTEN_CB => want_header_callbacks(ops),
+            BPF_SOCK_OPS_HDR_OPT_LEN_CB => {
+                if should_tag(ops) {
+                    // SAFETY: ops is the program's context pointer.
+                    let _ = unsafe { bpf_reserve_hdr_opt(ops, size_of::<SynOption>() as u32, 0) };
+                }
+            }
+            BPF_SOCK_OPS_WRITE_HDR_OPT_CB => {
+                if should_tag(ops) {
+                    let opt = SynOption::new(node_token());
+                    // SAFETY: ops is the context; opt is a stack buffer of the length passed.
+                    let _ = unsafe { bpf_store_hdr_opt(ops, ptr::from_ref(&opt).cast(), size_of::<SynOption>() as u32, 0) };
+                }
+            }
+            op @ (BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB | BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB) => {
+                // No more header callbacks for this socket (accepted sockets inherit the
+                // listener's flags).
+                let flags = ctx_read!(ops, bpf_sock_ops_cb_flags);
+                if flags & BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG != 0 {
+                    set_cb_flags(ops, flags & !BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
+                }
+                let active = op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB;
+                // The client sees the server's answer in the SYN-ACK; the server needs no
+                // tag of its own here: it pairs only with a client found in SOCKS.
+                if pod_enabled() && (!active || has_tag(ops, 0)) {
+                    established(ops, active);
+                }
+            }
+            BPF_SOCK_OPS_STATE_CB => {
+                // args[1] is the new state; only paired sockets ask for this callback.
+                // SAFETY: reading the args array of the context.
+                let new_state = unsafe { ptr::read_volatile(ptr::addr_of!((*ops).__bindgen_anon_1.args[1])) };
+                if new_state == TCP_CLOSE {
+                    let sk = ctx_read!(ops, __bindgen_anon_2.sk).cast::<c_void>();
+                    let state = if sk.is_null() { ptr::null_mut() } else { storage(sk, false) };
+                    if !state.is_null() {
+                        // SAFETY: non-null storage of this socket.
+                        let _ = BACKLOG.remove(&unsafe { (*state).peer }.peer());
+                    }
+                }
+            }
+            _ => {}
         }
         1
     }
 
-    #[sk_msg]
-    pub fn meshaccel_skmsg(ctx: SkMsgContext) -> u32 {
-        // SAFETY: ctx.msg is the program's context pointer.
-        let md = unsafe { &*ctx.msg };
-        let Some((local_ip4, remote_ip4)) =
-            ipv4_tuple(md.family, md.local_ip4, md.remote_ip4, md.local_ip6, md.remote_ip6)
-        else {
-            return SK_PASS;
-        };
-        // SAFETY: md.sk is the sending socket, a full socket for sk_msg.
-        let sk = unsafe { md.__bindgen_anon_3.sk };
-        // SAFETY: CONN_STATE is an sk_storage map; sk is a valid socket pointer.
-        let state = unsafe {
-            bpf_sk_storage_get(
-                ptr::from_ref(&CONN_STATE).cast_mut().cast::<c_void>(),
-                sk.cast::<c_void>(),
-                ptr::null_mut(),
-                BPF_SK_STORAGE_GET_F_CREATE.into(),
-            )
-        }
-        .cast::<ConnState>();
-        if state.is_null() {
-            // No room to remember a decision: stay on plain TCP rather than risk mixing.
-            count(Counter::MsgPassed, 1);
-            return SK_PASS;
-        }
-        // SAFETY: non-null storage of this socket, exclusively ours while the socket lock is held.
-        let state = unsafe { &mut *state };
-        if state.mode == ConnState::PLAIN {
-            count(Counter::MsgPassed, 1);
-            return SK_PASS;
-        }
-        let key = SockKey {
-            local_ip4,
-            remote_ip4,
-            local_port: md.local_port,
-            remote_port: ctx_remote_port(md.remote_port),
-            netns_cookie: 0,
-        };
-        let mut peer = key.peer();
-        if key.is_loopback() {
-            // SAFETY: ctx.msg is the program's context pointer.
-            peer.netns_cookie = unsafe { bpf_get_netns_cookie(ctx.msg.cast::<c_void>()) };
-        }
-        if SOCKS.redirect_msg(&ctx, &mut peer, BPF_F_INGRESS.into()) == SK_PASS as i64 {
-            state.mode = ConnState::REDIRECT;
-            count(Counter::MsgRedirected, 1);
-            count(Counter::BytesRedirected, u64::from(md.size));
-        } else if state.mode == ConnState::UNDECIDED {
-            // The peer is not (yet) a socket of an accelerated pod: this direction stays on
-            // plain TCP for its whole life.
+    /// The client end's first send: PLAIN unless the server end already paired.
+    #[inline(always)]
+    fn decide_at_first_send(state: &mut ConnState) {
+        let conn = state.peer.connection();
+        if DECISION.insert(&conn, &Decision::PLAIN, BPF_NOEXIST.into()).is_ok() {
             state.mode = ConnState::PLAIN;
             count(Counter::RedirectMisses, 1);
+            return;
+        }
+        // SAFETY: reading a u32 value of an LRU entry that exists (insert said so).
+        let paired = DECISION.get_ptr(&conn).is_some_and(|d| unsafe { *d } == Decision::PAIRED);
+        state.mode = if paired { ConnState::REDIRECT } else { ConnState::PLAIN };
+        let _ = DECISION.remove(&conn);
+    }
+
+    #[sk_msg]
+    pub fn meshaccel_skmsg(ctx: SkMsgContext) -> u32 {
+        let msg = ctx.msg;
+        let sk = ctx_read!(msg, __bindgen_anon_3.sk).cast::<c_void>();
+        let state = storage(sk, false);
+        if state.is_null() {
+            count(Counter::MsgPassed, 1);
+            return SK_PASS;
+        }
+        // SAFETY: non-null storage of this socket, serialised by the socket lock.
+        let state = unsafe { &mut *state };
+        if state.mode == ConnState::UNDECIDED {
+            decide_at_first_send(state);
+        }
+        if state.mode != ConnState::REDIRECT {
+            count(Counter::MsgPassed, 1);
+            return SK_PASS;
+        }
+        // After shutdown(SHUT_WR) (FIN_WAIT*, LAST_ACK, …) a send must fail with EPIPE; the
+        // redirect path does not check, the TCP path does.
+        let tcp_state = ctx_read!(sk.cast::<aya_ebpf::bindings::bpf_sock>(), state);
+        if tcp_state != TCP_ESTABLISHED && tcp_state != TCP_CLOSE_WAIT {
+            count(Counter::MsgPassed, 1);
+            return SK_PASS;
+        }
+        let size = i64::from(ctx_read!(msg, size));
+        let Some(backlog) = BACKLOG.get_ptr_mut(&state.peer) else {
+            // The peer closed (its entry goes at TCP_CLOSE): nothing left to reorder against.
+            count(Counter::MsgPassed, 1);
+            return SK_PASS;
+        };
+        // SAFETY: a live map value; `sent` has no other writer (see Backlog).
+        let backlog = unsafe { &mut *backlog };
+        let consumed = ctx_read!(backlog, consumed);
+        // Without the fexit accounting (kernels that refuse tracing programs) consumption is
+        // unknown and the bound cannot be enforced; `meshaccel status` reports that.
+        let accounting = NODE.get(node::ACCOUNTING).copied().unwrap_or(0) != 0;
+        if accounting && backlog.sent.wrapping_sub(consumed) as i64 + size > MAX_BACKLOG {
+            state.mode = ConnState::PLAIN;
+            count(Counter::Backpressure, 1);
+            return SK_PASS;
+        }
+        // Counted before the redirect: the reader may consume it before we return.
+        let sent = backlog.sent;
+        backlog.sent = sent + size as u64;
+        if SOCKS.redirect_msg(&ctx, &mut state.peer, BPF_F_INGRESS.into()) == SK_PASS as i64 {
+            count(Counter::MsgRedirected, 1);
+            count(Counter::BytesRedirected, size as u64);
         } else {
-            // Decided REDIRECT and the peer is gone (closed): nothing left to reorder against.
+            backlog.sent = sent;
+            // The peer closed: nothing is left to reorder against.
             count(Counter::MsgPassed, 1);
         }
         SK_PASS
+    }
+
+    /// A reader took bytes from its socket: lower that socket's backlog. (After a
+    /// fallback the reader also takes TCP bytes here; the backlog no longer matters then.)
+    #[fexit(function = "tcp_bpf_recvmsg")]
+    pub fn meshaccel_consumed(ctx: FExitContext) -> i32 {
+        let Ok(ret) = ctx.ret::<i32>() else { return 0 };
+        let flags: i32 = ctx.arg(3);
+        if ret <= 0 || flags & MSG_PEEK != 0 {
+            return 0;
+        }
+        let sk: *mut c_void = ctx.arg(0);
+        let state = storage(sk, false);
+        if state.is_null() {
+            return 0;
+        }
+        // SAFETY: non-null storage of this socket.
+        let own = unsafe { (*state).peer }.peer();
+        if let Some(b) = BACKLOG.get_ptr_mut(&own) {
+            // SAFETY: a live map value; `consumed` is only written here (see Backlog).
+            unsafe { (*b).consumed += ret as u64 };
+        }
+        0
     }
 
     #[panic_handler]
