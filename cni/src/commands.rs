@@ -175,7 +175,9 @@ fn setup(inv: &Invocation, log: &Logger) -> anyhow::Result<AttachmentState> {
     if bpf::ensure_loaded(&pins)? {
         info!(log, "loaded and pinned the BPF programs"; "root" => %pins.root().display());
     }
-    let result = sockmap::attach(&pins, &inv.attachment, &cgroup).and_then(|cgroup_id| {
+    // Validated when the conf was parsed, so this cannot fail here.
+    let pod_config = inv.conf.sockmap.pod_config().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let result = sockmap::attach(&pins, &inv.attachment, &cgroup, pod_config).and_then(|cgroup_id| {
         let st = AttachmentState {
             network: inv.network.clone(),
             container_id: inv.container_id.clone(),
@@ -233,7 +235,8 @@ fn verify(inv: &Invocation, settings: PodSettings, log: &Logger) -> anyhow::Resu
                 "pod cgroup is now {expected_cgroup:?}, attachment is on {}",
                 st.cgroup.display()
             );
-            sockmap::verify(&pins, &inv.attachment, &st.cgroup, st.cgroup_id)
+            let want = inv.conf.sockmap.pod_config().map_err(|e| anyhow::anyhow!("{e}"))?;
+            sockmap::verify(&pins, &inv.attachment, &st.cgroup, st.cgroup_id, &want)
         }
     }
 }

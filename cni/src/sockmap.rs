@@ -7,11 +7,9 @@ use meshaccel_common::PodConfig;
 use meshaccel_installer::bpf;
 use meshaccel_installer::pins::{AttachmentId, Pins};
 
-const ENABLED: PodConfig = PodConfig { flags: PodConfig::SOCKMAP, _reserved: 0 };
-
-/// Attaches and enables; returns the cgroup id.
-pub fn attach(pins: &Pins, id: &AttachmentId, cgroup: &Path) -> Result<u64> {
-    bpf::attach_pod(pins, id, cgroup, ENABLED)
+/// Attaches and enables with `cfg` (flags and filter rules); returns the cgroup id.
+pub fn attach(pins: &Pins, id: &AttachmentId, cgroup: &Path, cfg: PodConfig) -> Result<u64> {
+    bpf::attach_pod(pins, id, cgroup, cfg)
         .with_context(|| format!("attach sock_ops to {}", cgroup.display()))
 }
 
@@ -23,8 +21,8 @@ pub fn detach(pins: &Pins, id: &AttachmentId) -> Result<bool> {
 }
 
 /// The pinned link exists, runs the pinned program, points at `cgroup` (same inode as
-/// when attached, so a recreated cgroup is caught) and the pod is enabled.
-pub fn verify(pins: &Pins, id: &AttachmentId, cgroup: &Path, cgroup_id: u64) -> Result<()> {
+/// when attached, so a recreated cgroup is caught) and the pod's settings are `want`.
+pub fn verify(pins: &Pins, id: &AttachmentId, cgroup: &Path, cgroup_id: u64, want: &PodConfig) -> Result<()> {
     let link = bpf::pod_link(pins, id)?.context("sock_ops link is not pinned")?;
     let live_id = bpf::cgroup_id(cgroup)?;
     ensure!(live_id == cgroup_id, "{} was recreated (id {live_id}, attached to {cgroup_id})", cgroup.display());
@@ -32,6 +30,6 @@ pub fn verify(pins: &Pins, id: &AttachmentId, cgroup: &Path, cgroup_id: u64) -> 
     let prog = bpf::sockops_prog_id(pins)?;
     ensure!(link.prog_id == prog, "link runs program {}, the pinned sock_ops is {prog}", link.prog_id);
     let cfg = bpf::read_pod_config(pins, cgroup_id)?;
-    ensure!(cfg.sockmap_enabled(), "pod config in cgroup storage is not enabled: {cfg:?}");
+    ensure!(&cfg == want, "pod settings in cgroup storage differ from the network's: {cfg:?}");
     Ok(())
 }

@@ -163,7 +163,7 @@ fn attach_recorded(sb: &Sandbox, cfg: &AdoptConfig, id: &AttachmentId) -> Result
     };
     let cgroup = cgroup::find_pod(&root, &sb.uid)
         .with_context(|| format!("no cgroup for pod {} under {}", sb.uid, root.display()))?;
-    let enabled = PodConfig { flags: PodConfig::SOCKMAP, _reserved: 0 };
+    let enabled = PodConfig::enabled();
     let cgroup_id = bpf::attach_pod(&cfg.pins, id, &cgroup, enabled)?;
     let st = AttachmentState {
         network: cfg.network.clone(),

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use aya::maps::{CgroupStorage, CgroupStorageKey};
 use aya::maps::{Array, Map, MapData, PerCpuArray, SockHash};
 use aya::programs::links::FdLink;
-use aya::programs::{CgroupAttachMode, FExit, ProgramInfo, SkMsg, SockOps};
+use aya::programs::{CgroupAttachMode, CgroupSock, CgroupSockAttachType, FExit, ProgramInfo, SkMsg, SockOps};
 use aya::Btf;
 use aya::EbpfLoader;
 use meshaccel_common::{names, node, ConnKey, Counter, PodConfig};
@@ -29,7 +29,7 @@ const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 /// `enum bpf_attach_type`: BPF_CGROUP_SOCK_OPS. Part of a cgroup storage key.
 const BPF_CGROUP_SOCK_OPS: u32 = 3;
 
-const MAPS: [&str; 7] = [
+const MAPS: [&str; 8] = [
     names::MAP_SOCKS,
     names::MAP_COUNTERS,
     names::MAP_POD_CONFIG,
@@ -37,6 +37,7 @@ const MAPS: [&str; 7] = [
     names::MAP_DECISION,
     names::MAP_NODE,
     names::MAP_BACKLOG,
+    names::MAP_OWNER,
 ];
 
 fn fs_magic(path: &Path) -> Result<i64> {
@@ -127,6 +128,10 @@ fn load_and_pin(pins: &Pins) -> Result<()> {
     };
     write_node(ebpf.map_mut(names::MAP_NODE).context("map NODE")?, accounting)?;
 
+    let sock_create: &mut CgroupSock = program(&mut ebpf, names::PROG_SOCK_CREATE)?;
+    sock_create.load().context("load sock_create program")?;
+    sock_create.pin(pins.sock_create()).context("pin sock_create program")?;
+
     let sockops: &mut SockOps = program(&mut ebpf, names::PROG_SOCKOPS)?;
     sockops.load().context("load sock_ops program")?;
     sockops.pin(pins.sockops()).context("pin sock_ops program")?; // last: marks completion
@@ -209,6 +214,13 @@ pub fn cgroup_id(cgroup: &Path) -> Result<u64> {
 pub fn attach_pod(pins: &Pins, id: &AttachmentId, cgroup: &Path, cfg: PodConfig) -> Result<u64> {
     let cgroup_id = cgroup_id(cgroup)?;
     let cgroup_dir = File::open(cgroup).with_context(|| format!("open {}", cgroup.display()))?;
+    // Owners first: sockets created from here on carry their uid/gid for the rules.
+    let mut create = CgroupSock::from_pin(pins.sock_create(), CgroupSockAttachType::SockCreate)
+        .context("open pinned sock_create program")?;
+    let create_link = create
+        .attach(&cgroup_dir, CgroupAttachMode::Single)
+        .with_context(|| format!("attach sock_create to {}", cgroup.display()))?;
+    let create_link: FdLink = create.take_link(create_link)?.try_into().context("sock_create without a bpf_link")?;
     let mut prog = SockOps::from_pin(pins.sockops()).context("open pinned sock_ops program")?;
     let link_id = prog
         .attach(&cgroup_dir, CgroupAttachMode::Single)
@@ -221,9 +233,10 @@ pub fn attach_pod(pins: &Pins, id: &AttachmentId, cgroup: &Path, cfg: PodConfig)
     // the program reads as "not enabled".
     write_pod_config(pins, cgroup_id, cfg)?;
     fs::create_dir_all(pins.pod_dir(id))?;
-    let pin = pins.pod_link(id);
-    remove_if_exists(&pin)?;
-    link.pin(&pin).with_context(|| format!("pin link {}", pin.display()))?;
+    for (pin, link) in [(pins.pod_sock_create_link(id), create_link), (pins.pod_link(id), link)] {
+        remove_if_exists(&pin)?;
+        link.pin(&pin).with_context(|| format!("pin link {}", pin.display()))?;
+    }
     Ok(cgroup_id)
 }
 
@@ -252,6 +265,7 @@ fn open_map(pins: &Pins, name: &str) -> Result<Map> {
 /// Unpins an attachment's link (which detaches it) and removes its directory.
 /// Returns whether there was anything to remove; absent state is not an error.
 pub fn detach_pod(pins: &Pins, id: &AttachmentId) -> Result<bool> {
+    remove_if_exists(&pins.pod_sock_create_link(id))?;
     let existed = remove_if_exists(&pins.pod_link(id))?;
     remove_dir_if_exists(&pins.pod_dir(id))?;
     Ok(existed)
@@ -368,6 +382,16 @@ pub fn ensure_current(pins: &Pins) -> Result<Loaded> {
         }
     }
 
+    let sock_create: &mut CgroupSock = program(&mut ebpf, names::PROG_SOCK_CREATE)?;
+    sock_create.load().context("load sock_create program")?;
+    let pinned_create = ProgramInfo::from_pin(pins.sock_create()).ok().map(|p| p.tag());
+    if Some(sock_create.info()?.tag()) != pinned_create {
+        // Pods attached by an older version have no sock_create link; they get one at
+        // their next ADD (their sockets then simply have no recorded owner).
+        replace_pin(&pins.sock_create(), |tmp| sock_create.pin(tmp))?;
+        swapped = true;
+    }
+
     let sockops: &mut SockOps = program(&mut ebpf, names::PROG_SOCKOPS)?;
     sockops.load().context("load sock_ops program")?;
     if sockops.info()?.tag() != ProgramInfo::from_pin(pins.sockops())?.tag() {
@@ -421,22 +445,27 @@ fn check_pinned_maps(pins: &Pins) -> Result<()> {
 pub fn relink_pods(pins: &Pins) -> Result<usize> {
     use std::os::fd::AsFd;
 
-    let prog = sys::obj_get(&pins.sockops()).context("open pinned sock_ops program")?;
-    let prog_id = sockops_prog_id(pins)?;
+    let per_pod: [(std::path::PathBuf, fn(&Pins, &AttachmentId) -> std::path::PathBuf); 2] =
+        [(pins.sockops(), Pins::pod_link), (pins.sock_create(), Pins::pod_sock_create_link)];
     let mut moved = 0;
     let mut failed = Vec::new();
-    for id in list_pods(pins)? {
-        match pod_link(pins, &id) {
-            Ok(Some(link)) if link.prog_id != prog_id => match sys::link_update(&pins.pod_link(&id), prog.as_fd()) {
-                Ok(()) => moved += 1,
-                Err(e) => failed.push(format!("{id}: {e}")),
-            },
-            Ok(_) => {}
-            Err(e) => failed.push(format!("{id}: {e:#}")),
+    for (prog_pin, link_of) in per_pod {
+        let prog = sys::obj_get(&prog_pin).with_context(|| format!("open {}", prog_pin.display()))?;
+        let prog_id = ProgramInfo::from_pin(&prog_pin)?.id();
+        for id in list_pods(pins)? {
+            let link = link_of(pins, &id);
+            match sys::cgroup_link_info(&link) {
+                Ok(Some(l)) if l.prog_id != prog_id => match sys::link_update(&link, prog.as_fd()) {
+                    Ok(()) => moved += 1,
+                    Err(e) => failed.push(format!("{}: {e}", link.display())),
+                },
+                Ok(_) => {}
+                Err(e) => failed.push(format!("{}: {e:#}", link.display())),
+            }
         }
     }
     if !failed.is_empty() {
-        bail!("could not move pod links to the new sock_ops program: {}", failed.join("; "));
+        bail!("could not move pod links to the new programs: {}", failed.join("; "));
     }
     Ok(moved)
 }

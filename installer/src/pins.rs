@@ -5,8 +5,10 @@
 //! <root>/progs/meshaccel_skmsg     sk_msg program (attached to maps/SOCKS)
 //! <root>/progs/meshaccel_consumed  fexit program on tcp_bpf_recvmsg (backlog accounting)
 //! <root>/links/consumed            its bpf_link
-//! <root>/maps/{SOCKS,COUNTERS,POD_CONFIG,CONN_STATE,DECISION,NODE,BACKLOG}
+//! <root>/maps/{SOCKS,COUNTERS,POD_CONFIG,CONN_STATE,DECISION,NODE,BACKLOG,OWNER}
+//! <root>/progs/meshaccel_sock_create cgroup/sock_create program (records socket owners)
 //! <root>/pods/<attachment>/sockops bpf_link of the sock_ops program to one pod's cgroup
+//! <root>/pods/<attachment>/sock_create  bpf_link of the sock_create program to it
 //! ```
 //! `<attachment>` is `<container id>_<ifname>`, the key CNI uses for an attachment (DEL and
 //! GC name attachments so), both validated to contain no `/`, `..` or NUL.
@@ -54,6 +56,10 @@ impl Pins {
         self.prog(names::PROG_SKMSG)
     }
 
+    pub fn sock_create(&self) -> PathBuf {
+        self.prog(names::PROG_SOCK_CREATE)
+    }
+
     pub fn consumed(&self) -> PathBuf {
         self.prog(names::PROG_CONSUMED)
     }
@@ -78,11 +84,13 @@ impl Pins {
             names::MAP_DECISION,
             names::MAP_NODE,
             names::MAP_BACKLOG,
+            names::MAP_OWNER,
         ]
         .iter()
         .map(|m| self.map(m))
         .collect();
         v.push(self.skmsg());
+        v.push(self.sock_create());
         v.push(self.sockops());
         v
     }
@@ -97,6 +105,10 @@ impl Pins {
 
     pub fn pod_link(&self, attachment: &AttachmentId) -> PathBuf {
         self.pod_dir(attachment).join("sockops")
+    }
+
+    pub fn pod_sock_create_link(&self, attachment: &AttachmentId) -> PathBuf {
+        self.pod_dir(attachment).join("sock_create")
     }
 }
 

@@ -96,7 +96,7 @@ fn sigterm_removes_the_entry_and_keeps_pods_accelerated() {
     d.wait_ready();
     let cg = Cgroup::new("term");
     let id = AttachmentId::new("sandbox1", "eth0").unwrap();
-    let cfg = PodConfig { flags: PodConfig::SOCKMAP, _reserved: 0 };
+    let cfg = PodConfig::enabled();
     bpf::attach_pod(&node.pins, &id, &cg.0, cfg).unwrap();
     wait_for("pod counted", || d.metric("meshaccel_accelerated_pods") == Some(1));
 
@@ -129,7 +129,7 @@ fn restart_changes_nothing_for_running_pods() {
     d.wait_ready();
     let cg = Cgroup::new("restart");
     let id = AttachmentId::new("sandbox2", "eth0").unwrap();
-    bpf::attach_pod(&node.pins, &id, &cg.0, PodConfig { flags: PodConfig::SOCKMAP, _reserved: 0 }).unwrap();
+    bpf::attach_pod(&node.pins, &id, &cg.0, PodConfig::enabled()).unwrap();
     let link = bpf::pod_link(&node.pins, &id).unwrap().unwrap();
     let prog = bpf::sockops_prog_id(&node.pins).unwrap();
     let chained = fs::read(node.conf.join("10-calico.conflist")).unwrap();
@@ -169,7 +169,7 @@ fn uninstall_removes_everything_and_the_daemon_does_not_put_it_back() {
     d.wait_ready();
     let cg = Cgroup::new("uninst");
     let id = AttachmentId::new("sandbox3", "eth0").unwrap();
-    bpf::attach_pod(&node.pins, &id, &cg.0, PodConfig { flags: PodConfig::SOCKMAP, _reserved: 0 }).unwrap();
+    bpf::attach_pod(&node.pins, &id, &cg.0, PodConfig::enabled()).unwrap();
     let record = serde_json::json!({"network": "cbr0", "containerId": "sandbox3", "ifname": "eth0", "podUid": "u",
         "podNamespace": null, "podName": null, "cgroup": cg.0, "cgroupId": 1, "sockmap": true});
     fs::create_dir_all(&node.state).unwrap();

@@ -49,7 +49,7 @@ fn loads_once_attaches_per_pod_and_unloads_completely() {
     assert!(bpf::is_loaded(&pins));
 
     let id = AttachmentId::new("c0ffee", "eth0").unwrap();
-    let cfg = PodConfig { flags: PodConfig::SOCKMAP, _reserved: 0 };
+    let cfg = PodConfig::enabled();
     let cgid = bpf::attach_pod(&pins, &id, &cg.0, cfg).unwrap();
     let link = bpf::pod_link(&pins, &id).unwrap().expect("link pinned");
     assert_eq!(link.cgroup_id, cgid);

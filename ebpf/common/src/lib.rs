@@ -17,6 +17,8 @@ pub mod names {
     pub const MAP_NODE: &str = "NODE";
     pub const MAP_BACKLOG: &str = "BACKLOG";
     pub const PROG_CONSUMED: &str = "meshaccel_consumed";
+    pub const PROG_SOCK_CREATE: &str = "meshaccel_sock_create";
+    pub const MAP_OWNER: &str = "OWNER";
     /// The kernel function whose return tells how much a reader took from a sockmap queue.
     pub const CONSUMED_HOOK: &str = "tcp_bpf_recvmsg";
 }
@@ -188,19 +190,110 @@ pub const fn v4_mapped(ip6: [u32; 4]) -> Option<u32> {
 /// attached to, shared by that cgroup's children. Zero (the kernel's initial value) means
 /// "attached but not enabled", so a pod is never accelerated before user space says so.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PodConfig {
     pub flags: u32,
-    pub _reserved: u32,
+    /// Number of valid entries in `rules`.
+    pub nrules: u32,
+    /// Evaluated in order at establishment; the first match decides. With none matching,
+    /// [`PodConfig::DEFAULT_RETURN`] decides.
+    pub rules: [Rule; MAX_RULES],
+}
+
+impl Default for PodConfig {
+    fn default() -> Self {
+        Self { flags: 0, nrules: 0, rules: [Rule::ANY_ACCEPT; MAX_RULES] }
+    }
 }
 
 impl PodConfig {
     /// Put this pod's established IPv4 (and v4-mapped) TCP sockets in the sockhash.
     pub const SOCKMAP: u32 = 1 << 0;
+    /// Connections that match no rule are not accelerated (default: they are).
+    pub const DEFAULT_RETURN: u32 = 1 << 1;
+
+    /// Enabled, no rules: every connection is eligible.
+    pub fn enabled() -> Self {
+        Self { flags: Self::SOCKMAP, ..Self::default() }
+    }
 
     pub const fn sockmap_enabled(&self) -> bool {
         self.flags & Self::SOCKMAP != 0
     }
+
+    /// Whether a connection may be accelerated, by the first matching rule.
+    #[inline(always)]
+    pub fn accepts(&self, c: &RuleInput) -> bool {
+        let n = if (self.nrules as usize) < MAX_RULES { self.nrules as usize } else { MAX_RULES };
+        let mut i = 0;
+        while i < n {
+            let r = &self.rules[i];
+            if r.matches(c) {
+                return r.action == Rule::ACCEPT;
+            }
+            i += 1;
+        }
+        self.flags & Self::DEFAULT_RETURN == 0
+    }
+}
+
+pub const MAX_RULES: usize = 16;
+
+/// What a rule sees of one connection, from one end's point of view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleInput {
+    /// The other end's IPv4 address, network byte order.
+    pub peer_ip4: u32,
+    /// The connection's server port (remote port for the connecting end, local port for
+    /// the accepting end): what services are known by.
+    pub server_port: u16,
+    /// Owner of the socket (the creating task's uid/gid; for accepted sockets, the
+    /// listener's). `None` when unknown (sockets created before the pod was attached).
+    pub owner: Option<Owner>,
+}
+
+/// One filter rule, with the semantics of oncn-mda's chain rules: every given field must
+/// match; `action` decides for the first rule that matches.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// Network (network byte order) and mask (network byte order); mask 0 matches all.
+    pub net4: u32,
+    pub mask4: u32,
+    /// Inclusive server-port range, host byte order.
+    pub port_lo: u16,
+    pub port_hi: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub action: u32,
+}
+
+impl Rule {
+    pub const ACCEPT: u32 = 0;
+    pub const RETURN: u32 = 1;
+    /// uid/gid value meaning "any".
+    pub const ANY_ID: u32 = u32::MAX;
+    pub const ANY_ACCEPT: Rule =
+        Rule { net4: 0, mask4: 0, port_lo: 0, port_hi: u16::MAX, uid: Self::ANY_ID, gid: Self::ANY_ID, action: Self::ACCEPT };
+
+    #[inline(always)]
+    pub fn matches(&self, c: &RuleInput) -> bool {
+        let id_ok = |want: u32, have: Option<u32>| want == Self::ANY_ID || have == Some(want);
+        c.peer_ip4 & self.mask4 == self.net4
+            && self.port_lo <= c.server_port
+            && c.server_port <= self.port_hi
+            && id_ok(self.uid, c.owner.map(|o| o.uid))
+            && id_ok(self.gid, c.owner.map(|o| o.gid))
+    }
+}
+
+/// The uid/gid of a socket's creator, recorded by the cgroup/sock_create program (sock_ops
+/// callbacks run in softirq context, where the current task is unrelated).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// Per-socket state, in socket-local storage: written by sock_ops at establishment,
@@ -247,10 +340,12 @@ pub enum Counter {
     /// Connections switched to plain TCP for good because their reader fell
     /// [`MAX_BACKLOG`] bytes behind (the kernel's redirect path has no flow control).
     Backpressure = 7,
+    /// Connections the pod's filter rules kept on plain TCP.
+    Filtered = 8,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 8] = [
+    pub const ALL: [Counter; 9] = [
         Counter::SocketsInserted,
         Counter::InsertFailures,
         Counter::MsgRedirected,
@@ -259,6 +354,7 @@ impl Counter {
         Counter::MsgPassed,
         Counter::Ambiguous,
         Counter::Backpressure,
+        Counter::Filtered,
     ];
     pub const LEN: u32 = Self::ALL.len() as u32;
 
@@ -272,6 +368,7 @@ impl Counter {
             Counter::MsgPassed => "msgs_passed",
             Counter::Ambiguous => "ambiguous",
             Counter::Backpressure => "backpressure_fallbacks",
+            Counter::Filtered => "filtered",
         }
     }
 }
@@ -320,6 +417,7 @@ mod user {
     unsafe impl aya::Pod for super::PodConfig {}
     unsafe impl aya::Pod for super::ConnState {}
     unsafe impl aya::Pod for super::Backlog {}
+    unsafe impl aya::Pod for super::Owner {}
 }
 
 #[cfg(test)]
@@ -329,7 +427,8 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(core::mem::size_of::<ConnKey>(), 32);
-        assert_eq!(core::mem::size_of::<PodConfig>(), 8);
+        assert_eq!(core::mem::size_of::<Rule>(), 24);
+        assert_eq!(core::mem::size_of::<PodConfig>(), 8 + 24 * MAX_RULES);
         assert_eq!(core::mem::size_of::<ConnState>(), 40);
     }
 
@@ -389,6 +488,33 @@ mod tests {
             port as u32
         };
         assert_eq!(ctx_remote_port(raw), 8080);
+    }
+
+    fn input(peer: [u8; 4], port: u16, owner: Option<(u32, u32)>) -> RuleInput {
+        RuleInput { peer_ip4: ip(peer), server_port: port, owner: owner.map(|(uid, gid)| Owner { uid, gid }) }
+    }
+
+    fn rule(net: [u8; 4], prefix: u32, ports: (u16, u16), uid: u32, action: u32) -> Rule {
+        let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+        Rule { net4: ip(net), mask4: mask.to_be(), port_lo: ports.0, port_hi: ports.1, uid, gid: Rule::ANY_ID, action }
+    }
+
+    #[test]
+    fn first_matching_rule_decides_and_default_applies_otherwise() {
+        let mut cfg = PodConfig::enabled();
+        cfg.rules[0] = rule([10, 1, 0, 0], 16, (0, u16::MAX), Rule::ANY_ID, Rule::RETURN);
+        cfg.rules[1] = rule([10, 0, 0, 0], 8, (8000, 8100), Rule::ANY_ID, Rule::ACCEPT);
+        cfg.rules[2] = rule([0, 0, 0, 0], 0, (0, u16::MAX), 1337, Rule::ACCEPT);
+        cfg.nrules = 3;
+        cfg.flags |= PodConfig::DEFAULT_RETURN;
+        assert!(!cfg.accepts(&input([10, 1, 2, 3], 8050, None)), "rule 0 returns first");
+        assert!(cfg.accepts(&input([10, 2, 2, 3], 8050, None)), "rule 1: CIDR and port range");
+        assert!(!cfg.accepts(&input([10, 2, 2, 3], 8101, None)), "outside the range: default return");
+        assert!(cfg.accepts(&input([192, 0, 2, 1], 443, Some((1337, 1)))), "rule 2: uid");
+        assert!(!cfg.accepts(&input([192, 0, 2, 1], 443, None)), "unknown owner never matches a uid rule");
+        cfg.flags &= !PodConfig::DEFAULT_RETURN;
+        assert!(cfg.accepts(&input([192, 0, 2, 1], 443, None)), "default accept");
+        assert!(PodConfig::enabled().accepts(&input([1, 2, 3, 4], 1, None)));
     }
 
     #[test]

@@ -40,11 +40,14 @@ mod programs {
         bpf_get_netns_cookie, bpf_load_hdr_opt, bpf_map_delete_elem, bpf_reserve_hdr_opt,
         bpf_sk_storage_get, bpf_sock_ops_cb_flags_set, bpf_store_hdr_opt,
     };
-    use aya_ebpf::macros::{btf_map, fexit, sk_msg, sock_ops};
-    use aya_ebpf::programs::{FExitContext, SkMsgContext, SockOpsContext};
+    use aya_ebpf::bindings::bpf_map_type::BPF_MAP_TYPE_SK_STORAGE;
+    use aya_ebpf::bindings::{BPF_F_CLONE, BPF_F_NO_PREALLOC};
+    use aya_ebpf::helpers::generated::bpf_get_current_uid_gid;
+    use aya_ebpf::macros::{btf_map, cgroup_sock, fexit, sk_msg, sock_ops};
+    use aya_ebpf::programs::{FExitContext, SkMsgContext, SockContext, SockOpsContext};
     use meshaccel_common::{
         ctx_remote_port, v4_mapped, Backlog, ConnKey, ConnState, Counter, Decision, Endpoint, PodConfig,
-        node, SynOption, DECISIONS_MAX_ENTRIES, MAX_BACKLOG, SOCKS_MAX_ENTRIES,
+        node, Owner, RuleInput, SynOption, DECISIONS_MAX_ENTRIES, MAX_BACKLOG, SOCKS_MAX_ENTRIES,
     };
 
     const AF_INET: u32 = 2;
@@ -86,6 +89,43 @@ mod programs {
     #[btf_map]
     static BACKLOG: HashMap<ConnKey, Backlog, { SOCKS_MAX_ENTRIES as usize }> = HashMap::new();
 
+    /// An sk_storage map whose values accepted sockets inherit from their listener
+    /// (BPF_F_CLONE): aya-ebpf's `SkStorage` fixes its flags, so the BTF definition is
+    /// spelled out (the loader reads type and flags from the array lengths).
+    #[repr(C)]
+    pub struct ClonedSkStorage<T> {
+        r#type: *const [i32; BPF_MAP_TYPE_SK_STORAGE as usize],
+        key: *const i32,
+        value: *const T,
+        max_entries: *const [i32; 0],
+        map_flags: *const [i32; (BPF_F_NO_PREALLOC | BPF_F_CLONE) as usize],
+    }
+
+    // SAFETY: placeholder pointers patched by the loader, never dereferenced.
+    unsafe impl<T> Sync for ClonedSkStorage<T> {}
+
+    impl<T> ClonedSkStorage<T> {
+        const fn new() -> Self {
+            Self {
+                r#type: ptr::null(),
+                key: ptr::null(),
+                value: ptr::null(),
+                max_entries: ptr::null(),
+                map_flags: ptr::null(),
+            }
+        }
+
+        fn get(&self, sk: *mut c_void, create: bool) -> *mut T {
+            let flags = if create { BPF_SK_STORAGE_GET_F_CREATE.into() } else { 0 };
+            // SAFETY: self is an sk_storage map; sk is a non-null full socket.
+            unsafe { bpf_sk_storage_get(ptr::from_ref(self).cast_mut().cast(), sk, ptr::null_mut(), flags) }.cast()
+        }
+    }
+
+    // Who created each socket of an accelerated pod, for the uid/gid filter rules.
+    #[btf_map]
+    static OWNER: ClonedSkStorage<Owner> = ClonedSkStorage::new();
+
     // See meshaccel_common::node. A zero token (unset) disables tagging.
     #[btf_map]
     static NODE: Array<u32, { node::LEN as usize }> = Array::new();
@@ -108,10 +148,25 @@ mod programs {
         };
     }
 
-    fn pod_enabled() -> bool {
+    /// The settings of the pod this program runs for, if it is enabled.
+    fn pod_config() -> Option<&'static PodConfig> {
         let cfg = POD_CONFIG.get_ptr_mut();
         // SAFETY: the helper returns this attachment's storage slot, valid for this run.
-        !cfg.is_null() && unsafe { (*cfg).sockmap_enabled() }
+        let cfg = unsafe { cfg.as_ref() }?;
+        cfg.sockmap_enabled().then_some(cfg)
+    }
+
+    fn pod_enabled() -> bool {
+        pod_config().is_some()
+    }
+
+    /// The pod's filter rules for this socket's connection.
+    #[inline(always)]
+    fn rules_accept(cfg: &PodConfig, sk: *mut c_void, peer_ip4: u32, server_port: u32) -> bool {
+        let owner = if sk.is_null() { ptr::null_mut() } else { OWNER.get(sk, false) };
+        // SAFETY: non-null storage of this socket.
+        let owner = unsafe { owner.as_ref() }.copied();
+        cfg.accepts(&RuleInput { peer_ip4, server_port: server_port as u16, owner })
     }
 
     fn node_token() -> u32 {
@@ -151,10 +206,21 @@ mod programs {
     }
 
     /// TCP_CONNECT / TCP_LISTEN: ask to be called when headers are written, to tag the
-    /// SYN (client) or answer a tagged SYN in the SYN-ACK (listener).
+    /// SYN (client) or answer a tagged SYN in the SYN-ACK (listener). A client whose rules
+    /// refuse the destination does not tag (the server end applies its rules at
+    /// establishment, when it knows the client).
     #[inline(always)]
-    fn want_header_callbacks(ops: *mut bpf_sock_ops) {
-        if pod_enabled() && node_token() != 0 {
+    fn want_header_callbacks(ops: *mut bpf_sock_ops, connect: bool) {
+        let Some(cfg) = pod_config() else { return };
+        if connect {
+            let sk = ctx_read!(ops, __bindgen_anon_2.sk).cast::<c_void>();
+            let Some((_, remote)) = endpoints(ops) else { return };
+            if !rules_accept(cfg, sk, remote.ip4, remote.port) {
+                count(Counter::Filtered, 1);
+                return;
+            }
+        }
+        if node_token() != 0 {
             let flags = ctx_read!(ops, bpf_sock_ops_cb_flags);
             set_cb_flags(ops, flags | BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
         }
@@ -222,6 +288,11 @@ mod programs {
             count(Counter::RedirectMisses, 1);
             return;
         }
+        if !active && !pod_config().is_some_and(|cfg| rules_accept(cfg, sk, remote.ip4, local.port)) {
+            abort(&conn, &peer);
+            count(Counter::Filtered, 1);
+            return;
+        }
         let state = storage(sk, true);
         if state.is_null() {
             abort(&conn, &peer);
@@ -274,7 +345,8 @@ mod programs {
     pub fn meshaccel_sockops(ctx: SockOpsContext) -> u32 {
         let ops = ctx.ops;
         match ctx_read!(ops, op) {
-            BPF_SOCK_OPS_TCP_CONNECT_CB | BPF_SOCK_OPS_TCP_LISTEN_CB => want_header_callbacks(ops),
+            BPF_SOCK_OPS_TCP_CONNECT_CB => want_header_callbacks(ops, true),
+            BPF_SOCK_OPS_TCP_LISTEN_CB => want_header_callbacks(ops, false),
             BPF_SOCK_OPS_HDR_OPT_LEN_CB => {
                 if should_tag(ops) {
                     // SAFETY: ops is the program's context pointer.
@@ -389,6 +461,20 @@ mod programs {
             count(Counter::MsgPassed, 1);
         }
         SK_PASS
+    }
+
+    /// Records who creates each socket of the pod (runs in the creating task's context).
+    #[cgroup_sock(sock_create)]
+    pub fn meshaccel_sock_create(ctx: SockContext) -> i32 {
+        let sk = ctx.sock.cast::<c_void>();
+        let owner = OWNER.get(sk, true);
+        // SAFETY: non-null storage of the socket being created.
+        if let Some(owner) = unsafe { owner.as_mut() } {
+            // SAFETY: helper without arguments.
+            let ids = unsafe { bpf_get_current_uid_gid() };
+            *owner = Owner { uid: ids as u32, gid: (ids >> 32) as u32 };
+        }
+        1 // allow the socket
     }
 
     /// A reader took bytes from its socket: lower that socket's backlog. (After a
