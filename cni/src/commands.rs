@@ -176,7 +176,7 @@ fn setup(inv: &Invocation, log: &Logger) -> anyhow::Result<AttachmentState> {
         info!(log, "loaded and pinned the BPF programs"; "root" => %pins.root().display());
     }
     // Validated when the conf was parsed, so this cannot fail here.
-    let pod_config = inv.conf.sockmap.pod_config().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let pod_config = inv.conf.sockmap.pod_config().map_err(anyhow::Error::msg)?;
     let result = sockmap::attach(&pins, &inv.attachment, &cgroup, pod_config).and_then(|cgroup_id| {
         let st = AttachmentState {
             network: inv.network.clone(),
@@ -235,7 +235,7 @@ fn verify(inv: &Invocation, settings: PodSettings, log: &Logger) -> anyhow::Resu
                 "pod cgroup is now {expected_cgroup:?}, attachment is on {}",
                 st.cgroup.display()
             );
-            let want = inv.conf.sockmap.pod_config().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let want = inv.conf.sockmap.pod_config().map_err(anyhow::Error::msg)?;
             sockmap::verify(&pins, &inv.attachment, &st.cgroup, st.cgroup_id, &want)
         }
     }

@@ -8,10 +8,8 @@ use std::path::{Component, Path, PathBuf};
 use meshaccel_installer::pins::{AttachmentId, Pins, DEFAULT_ROOT};
 use rscni_plugin::error::Error;
 use rscni_plugin::types::{Args, NetConf};
-use meshaccel_common::PodConfig;
+use meshaccel_installer::rules::SockmapConf;
 use serde::Deserialize;
-
-use crate::rules::{Action, RuleConf};
 use serde_json::Value;
 
 pub const ANNOTATIONS_CAPABILITY: &str = "io.kubernetes.cri.pod-annotations";
@@ -30,32 +28,6 @@ pub enum FailurePolicy {
     Open,
     /// Fail the CNI call, so the pod does not start unaccelerated.
     Closed,
-}
-
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct SockmapConf {
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// Filter rules, first match wins (see rules.rs).
-    #[serde(default)]
-    pub rules: Vec<RuleConf>,
-    /// For connections no rule matches.
-    #[serde(default)]
-    pub default_action: Action,
-}
-
-impl Default for SockmapConf {
-    fn default() -> Self {
-        Self { enabled: true, rules: Vec::new(), default_action: Action::Accept }
-    }
-}
-
-impl SockmapConf {
-    /// The per-pod settings the BPF programs read, validated.
-    pub fn pod_config(&self) -> Result<PodConfig, Error> {
-        crate::rules::pod_config(&self.rules, self.default_action).map_err(Error::InvalidNetworkConfig)
-    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -129,7 +101,7 @@ impl PluginConf {
             check_abs("log.file", Path::new(&parsed.log.file))?;
         }
         parsed.smc.validate().map_err(|e| Error::InvalidNetworkConfig(format!("smc: {e}")))?;
-        parsed.sockmap.pod_config()?;
+        parsed.sockmap.pod_config().map_err(Error::InvalidNetworkConfig)?;
         crate::logging::parse_level(&parsed.log.level)
             .ok_or_else(|| Error::InvalidNetworkConfig(format!("log.level {:?} is not one of critical, error, warning, info, debug, trace", parsed.log.level)))?;
         Ok(parsed)

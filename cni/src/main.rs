@@ -3,7 +3,6 @@ mod cli;
 mod commands;
 mod config;
 mod logging;
-mod rules;
 mod smc;
 mod sockmap;
 

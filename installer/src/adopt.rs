@@ -40,6 +40,8 @@ pub struct AdoptConfig {
     pub state_dir: PathBuf,
     /// `sockmap.enabled`: the default for pods without the annotation.
     pub sockmap_default: bool,
+    /// The network's settings (filter rules) written for every adopted pod, as ADD would.
+    pub pod_config: PodConfig,
 }
 
 /// What adoption did with one sandbox.
@@ -163,8 +165,7 @@ fn attach_recorded(sb: &Sandbox, cfg: &AdoptConfig, id: &AttachmentId) -> Result
     };
     let cgroup = cgroup::find_pod(&root, &sb.uid)
         .with_context(|| format!("no cgroup for pod {} under {}", sb.uid, root.display()))?;
-    let enabled = PodConfig::enabled();
-    let cgroup_id = bpf::attach_pod(&cfg.pins, id, &cgroup, enabled)?;
+    let cgroup_id = bpf::attach_pod(&cfg.pins, id, &cgroup, cfg.pod_config)?;
     let st = AttachmentState {
         network: cfg.network.clone(),
         container_id: sb.id.clone(),
@@ -201,6 +202,7 @@ mod tests {
             cgroup_root: Some("/nonexistent/cgroup".into()),
             state_dir: "/nonexistent/state".into(),
             sockmap_default: true,
+            pod_config: PodConfig::enabled(),
         }
     }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use meshaccel_installer::conflist;
 use meshaccel_installer::pins::{Pins, DEFAULT_ROOT};
+use meshaccel_installer::rules::SockmapConf;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -146,6 +147,7 @@ impl Config {
                 .with_context(|| format!("log level {level:?} is not one of critical, error, warning, info, debug, trace"))?,
             pod_uid: l.pod_uid.unwrap_or_default(),
         };
+        cfg.sockmap().map_err(anyhow::Error::msg)?;
         if cfg.cni_bin_dirs.is_empty() {
             bail!("cniBinDirs is empty");
         }
@@ -195,9 +197,16 @@ impl Config {
         self.plugin_str("cgroupRoot").map(PathBuf::from)
     }
 
-    /// The plugin's `sockmap.enabled`: the default for pods without the annotation.
-    pub fn sockmap_default(&self) -> bool {
-        self.plugin_conf.get("sockmap").and_then(|s| s.get("enabled")).and_then(Value::as_bool).unwrap_or(true)
+    /// The plugin's `sockmap` section, validated like the plugin validates it.
+    pub fn sockmap(&self) -> Result<SockmapConf, String> {
+        match self.plugin_conf.get("sockmap") {
+            None => Ok(SockmapConf::default()),
+            Some(v) => {
+                let conf: SockmapConf = serde_json::from_value(v.clone()).map_err(|e| format!("pluginConf.sockmap: {e}"))?;
+                conf.pod_config()?;
+                Ok(conf)
+            }
+        }
     }
 
     fn plugin_str(&self, key: &str) -> Option<&str> {
@@ -221,12 +230,15 @@ mod tests {
         assert_eq!(c.cni_conf_dir, Path::new("/flag/net.d"));
         assert_eq!(c.cni_bin_dirs, vec![PathBuf::from("/file/bin")]);
         assert_eq!(c.pins.root(), Path::new(DEFAULT_ROOT));
-        assert!(!c.sockmap_default());
+        assert!(!c.sockmap().unwrap().enabled);
         assert_eq!(c.entry()["bpffsRoot"], json!(DEFAULT_ROOT));
         assert_eq!(c.entry()["capabilities"][conflist::ANNOTATIONS_CAPABILITY], json!(true));
 
         fs::write(&file, "{\"cniConfDir\": \"/json/net.d\"}").unwrap();
         assert_eq!(Config::resolve(Layer::default(), Some(&file)).unwrap().cni_conf_dir, Path::new("/json/net.d"));
+        fs::write(&file, "pluginConf:\n  sockmap: {rules: [{cidr: 10.0.0.1/8, action: accept}]}\n").unwrap();
+        let e = Config::resolve(Layer::default(), Some(&file)).unwrap_err();
+        assert!(format!("{e:#}").contains("host bits"), "rules are validated at start-up: {e:#}");
         fs::write(&file, "cniConfDri: /typo\n").unwrap();
         assert!(Config::resolve(Layer::default(), Some(&file)).is_err(), "unknown keys are typos");
         fs::remove_dir_all(&dir).unwrap();

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use meshaccel_common::PodConfig;
 use meshaccel_installer::adopt::{self, AdoptConfig, Outcome};
 use meshaccel_installer::bpf::{self, Loaded};
 use meshaccel_installer::confdir::{self, Change, Chained};
@@ -131,13 +132,16 @@ impl Installer {
 
     /// Attaches the pods that were running before the chain included us.
     fn adopt(&self, network: &str) {
+        // Validated at start-up (Config::load), so the fallback is never taken.
+        let sockmap = self.cfg.sockmap().unwrap_or_default();
         let acfg = AdoptConfig {
             network: network.to_string(),
             ifname: adopt::DEFAULT_IFNAME.into(),
             pins: self.cfg.pins.clone(),
             cgroup_root: self.cfg.cgroup_root(),
             state_dir: self.cfg.state_dir(),
-            sockmap_default: self.cfg.sockmap_default(),
+            sockmap_default: sockmap.enabled,
+            pod_config: sockmap.pod_config().unwrap_or_else(|_| PodConfig::enabled()),
         };
         let result = Cri::connect(&self.cfg.cri_socket).and_then(|mut cri| adopt::adopt_running_pods(&mut cri, &acfg));
         match result {

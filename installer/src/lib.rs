@@ -8,6 +8,7 @@ pub mod conflist;
 pub mod cri;
 pub mod files;
 pub mod pins;
+pub mod rules;
 pub mod state;
 mod sys;
 

@@ -1,5 +1,6 @@
-//! Per-network filter rules (`sockmap.rules`) → the fixed-size rule table the BPF program
-//! evaluates at connection establishment. Everything is validated here, at ADD.
+//! The `sockmap` section of meshaccel's network conf, and its filter rules compiled into the
+//! fixed-size rule table the BPF program evaluates at connection establishment. Shared by
+//! the plugin (validated at ADD) and the installer (adoption of running pods).
 use std::net::Ipv4Addr;
 
 use meshaccel_common::{PodConfig, Rule, MAX_RULES};
@@ -90,6 +91,36 @@ impl RuleConf {
                 Action::Return => Rule::RETURN,
             },
         })
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SockmapConf {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Filter rules, first match wins.
+    #[serde(default)]
+    pub rules: Vec<RuleConf>,
+    /// For connections no rule matches.
+    #[serde(default)]
+    pub default_action: Action,
+}
+
+impl Default for SockmapConf {
+    fn default() -> Self {
+        Self { enabled: true, rules: Vec::new(), default_action: Action::Accept }
+    }
+}
+
+impl SockmapConf {
+    /// The per-pod settings the BPF programs read, validated.
+    pub fn pod_config(&self) -> Result<PodConfig, String> {
+        pod_config(&self.rules, self.default_action)
     }
 }
 
