@@ -132,7 +132,7 @@ impl Installer {
 
     /// Attaches the pods that were running before the chain included us.
     fn adopt(&self, network: &str) {
-        // Validated at start-up (Config::load), so the fallback is never taken.
+        // Validated at start-up (Config::resolve), so the fallbacks are never taken.
         let sockmap = self.cfg.sockmap().unwrap_or_default();
         let acfg = AdoptConfig {
             network: network.to_string(),
