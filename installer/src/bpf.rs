@@ -29,16 +29,7 @@ const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 /// `enum bpf_attach_type`: BPF_CGROUP_SOCK_OPS. Part of a cgroup storage key.
 const BPF_CGROUP_SOCK_OPS: u32 = 3;
 
-const MAPS: [&str; 8] = [
-    names::MAP_SOCKS,
-    names::MAP_COUNTERS,
-    names::MAP_POD_CONFIG,
-    names::MAP_CONN_STATE,
-    names::MAP_DECISION,
-    names::MAP_NODE,
-    names::MAP_BACKLOG,
-    names::MAP_OWNER,
-];
+use names::MAPS;
 
 fn fs_magic(path: &Path) -> Result<i64> {
     let st = nix::sys::statfs::statfs(path).with_context(|| format!("statfs {}", path.display()))?;

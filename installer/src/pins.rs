@@ -76,19 +76,7 @@ impl Pins {
     /// and link are optional: kernels may refuse tracing programs). The sock_ops program
     /// is pinned last by the loader, so its presence also marks a complete load.
     pub fn required(&self) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = [
-            names::MAP_SOCKS,
-            names::MAP_COUNTERS,
-            names::MAP_POD_CONFIG,
-            names::MAP_CONN_STATE,
-            names::MAP_DECISION,
-            names::MAP_NODE,
-            names::MAP_BACKLOG,
-            names::MAP_OWNER,
-        ]
-        .iter()
-        .map(|m| self.map(m))
-        .collect();
+        let mut v: Vec<PathBuf> = names::MAPS.iter().map(|m| self.map(m)).collect();
         v.push(self.skmsg());
         v.push(self.sock_create());
         v.push(self.sockops());

@@ -19,6 +19,17 @@ pub mod names {
     pub const PROG_CONSUMED: &str = "meshaccel_consumed";
     pub const PROG_SOCK_CREATE: &str = "meshaccel_sock_create";
     pub const MAP_OWNER: &str = "OWNER";
+    /// Every map of the object: each is pinned under `maps/<name>`.
+    pub const MAPS: [&str; 8] = [
+        MAP_SOCKS,
+        MAP_COUNTERS,
+        MAP_POD_CONFIG,
+        MAP_CONN_STATE,
+        MAP_DECISION,
+        MAP_NODE,
+        MAP_BACKLOG,
+        MAP_OWNER,
+    ];
     /// The kernel function whose return tells how much a reader took from a sockmap queue.
     pub const CONSUMED_HOOK: &str = "tcp_bpf_recvmsg";
 }
