@@ -8,6 +8,7 @@ pub mod binaries;
 pub mod cgroup;
 pub mod cni;
 pub mod containerd;
+pub mod mesh;
 pub mod names;
 pub mod netns;
 pub mod node;

@@ -1,0 +1,103 @@
+//! Request/response load: `--conns` threads, each sending a request of `--size` bytes and
+//! waiting for its echo, on one connection (`TCP_RR`) or a new one per request
+//! (`--reconnect`, `TCP_CRR`: connect, send, read, close). Reports QPS and latency
+//! percentiles, and every answer that was not the request's own bytes.
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Result};
+use serde_json::json;
+
+use crate::args::Args;
+use crate::echo::Errors;
+use crate::io::{emit, errno_name, fill_tag, read_exact, records, tag, write_all};
+
+struct Load {
+    addr: SocketAddr,
+    prefix: u32,
+    size: usize,
+    reconnect: bool,
+    requests: u64,
+    until: Option<Instant>,
+    next_conn: AtomicU32,
+    errors: Errors,
+}
+
+pub fn client(a: &Args) -> Result<()> {
+    let size: usize = a.get_or("size", 1024)?;
+    ensure!(size >= 8 && size % 8 == 0, "--size must be a positive multiple of 8");
+    let seconds: u64 = a.get_or("seconds", 0)?;
+    let load = Arc::new(Load {
+        addr: a.get("connect")?,
+        prefix: a.get("tag-prefix")?,
+        size,
+        reconnect: a.flag("reconnect"),
+        requests: a.get_or("requests", if seconds > 0 { u64::MAX } else { 1000 })?,
+        until: (seconds > 0).then(|| Instant::now() + Duration::from_secs(seconds)),
+        next_conn: AtomicU32::new(0),
+        errors: Errors::default(),
+    });
+    let conns: usize = a.get_or("conns", 1)?;
+    let started = Instant::now();
+    let workers: Vec<_> = (0..conns).map(|_| {
+        let load = load.clone();
+        thread::spawn(move || worker(&load))
+    }).collect();
+    let mut latencies: Vec<u32> = workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect();
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    let pct = |p: usize| latencies.get((latencies.len() * p / 100).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0);
+    emit(json!({
+        "event": "done",
+        "requests": latencies.len(),
+        "conns_opened": load.next_conn.load(Ordering::Relaxed),
+        "elapsed_ms": elapsed.as_millis() as u64,
+        "qps": latencies.len() as f64 / elapsed.as_secs_f64(),
+        "p50_us": pct(50), "p90_us": pct(90), "p99_us": pct(99), "max_us": latencies.last().copied().unwrap_or(0),
+        "error_count": load.errors.count(),
+        "errors": load.errors.kept(),
+    }));
+    Ok(())
+}
+
+/// One connection's requests; the latency of each completed one, in µs (with
+/// `--reconnect` from before connect() to after the answer).
+fn worker(load: &Load) -> Vec<u32> {
+    let (mut req, mut resp) = (vec![0u8; load.size], vec![0u8; load.size]);
+    let mut conn: Option<(TcpStream, u64)> = None;
+    let mut latencies = vec![];
+    while (latencies.len() as u64) < load.requests && load.until.is_none_or(|t| Instant::now() < t) {
+        let t0 = Instant::now();
+        let (s, own) = match conn.take() {
+            Some(c) => c,
+            None => match TcpStream::connect(load.addr).and_then(|s| s.set_nonblocking(true).map(|()| s)) {
+                Ok(s) => {
+                    let own = tag(load.prefix, load.next_conn.fetch_add(1, Ordering::Relaxed));
+                    fill_tag(&mut req, own);
+                    (s, own)
+                }
+                Err(e) => {
+                    load.errors.add(format!("connect {}: {}", load.addr, errno_name(&e)));
+                    return latencies;
+                }
+            },
+        };
+        if let Err(e) = write_all(&s, &req).and_then(|()| read_exact(&s, &mut resp)) {
+            load.errors.add(format!("connection {own:#x}: {}", errno_name(&e)));
+            return latencies;
+        }
+        if resp != req {
+            let got = records(&resp).find(|t| *t != own).unwrap_or(own);
+            load.errors.add(format!("connection {own:#x} got foreign bytes back (tag {got:#x})"));
+            return latencies;
+        }
+        latencies.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        if !load.reconnect {
+            conn = Some((s, own));
+        }
+    }
+    latencies
+}

@@ -1,0 +1,112 @@
+//! A sidecar mesh built the way Istio builds it (see meshaccel_tests::mesh): two accelerated
+//! pods, each with haproxy as its sidecar under uid 1337 and Istio's nat rules. An app
+//! request from pod A to pod B crosses three TCP connections, and meshaccel pairs and
+//! redirects every one of them although `REDIRECT` gives their two ends different 4-tuples.
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use meshaccel_tests::mesh::{self, counters, counters_since, established, Sidecar, INBOUND_PORT, OUTBOUND_PORT};
+use meshaccel_tests::scenario::{clean, client, server, TIMEOUT};
+use meshaccel_tests::{Pod, TestNode};
+use serde_json::Value;
+
+const APP_PORT: u16 = 8080;
+
+/// The client endpoints of the live connections of each hop, from both pods' sockets.
+fn hops(client_pod: &Pod, server_pod: &Pod) -> [Vec<SocketAddr>; 3] {
+    let (a, b) = (established(client_pod).unwrap(), established(server_pod).unwrap());
+    let app_to_proxy = a.iter().filter(|s| s.local.port() == OUTBOUND_PORT).map(|s| s.peer).collect();
+    let proxy_to_proxy = b.iter().filter(|s| s.local.port() == INBOUND_PORT).map(|s| s.peer).collect();
+    let to_app: SocketAddr = ([127, 0, 0, 1], APP_PORT).into();
+    let proxy_to_app = b.iter().filter(|s| s.peer == to_app).map(|s| s.local).collect();
+    [app_to_proxy, proxy_to_proxy, proxy_to_app]
+}
+
+fn meshed_pair(node: &TestNode) -> (Pod, Pod, [Sidecar; 2]) {
+    let (a, b) = (node.accelerated_pod("app-a").unwrap(), node.accelerated_pod("app-b").unwrap());
+    let sidecars = [Sidecar::inject(&a).unwrap(), Sidecar::inject(&b).unwrap()];
+    (a, b, sidecars)
+}
+
+fn count(d: &BTreeMap<&str, u64>, k: &str) -> u64 {
+    d.get(k).copied().unwrap_or(0)
+}
+
+#[test]
+fn all_three_hops_are_paired_redirected_and_intact() {
+    const CONNS: u64 = 8;
+    const BYTES: u64 = 2 << 20;
+    let node = TestNode::new().unwrap();
+    let (a, b, _sidecars) = meshed_pair(&node);
+    let before = counters(&node).unwrap();
+    let (conns, bytes) = (CONNS.to_string(), BYTES.to_string());
+    let tags = format!("7000..{}", 7000 + CONNS - 1);
+    let listen = format!("0.0.0.0:{APP_PORT}");
+    let srv = server(&b, &listen, "echo", &["--conns", &conns, "--expect-tags", &tags, "--io", "poll"]).unwrap();
+    let connect = format!("{}:{APP_PORT}", b.ip());
+    let args = ["--conns", &conns, "--bytes", &bytes, "--tag-base", "7000", "--wait-go", "--io", "poll"];
+    let mut cli = client(&a, &connect, "verify", &args).unwrap();
+    cli.expect_event("ready", TIMEOUT).unwrap();
+
+    // Every app connection is up, and so are the proxies' (haproxy connects at accept).
+    let keys = mesh::sockhash_keys(&node).unwrap();
+    for (hop, clients) in ["app→proxy A", "proxy A→proxy B", "proxy B→app"].iter().zip(hops(&a, &b)) {
+        assert_eq!(clients.len() as u64, CONNS, "{hop}: {clients:?}");
+        for c in clients {
+            assert!(mesh::both_ends_paired(&keys, c), "{hop}: connection of client {c} not paired; sockhash {keys:?}");
+        }
+    }
+
+    cli.send("go").unwrap();
+    clean(cli.finish(TIMEOUT).unwrap()).unwrap();
+    let served = clean(srv.finish(TIMEOUT).unwrap()).unwrap();
+    let received: u64 = served["conns"].as_array().unwrap().iter().map(|c| c["received"].as_u64().unwrap()).sum();
+    assert_eq!(received, CONNS * BYTES);
+
+    let d = counters_since(&counters(&node).unwrap(), &before);
+    eprintln!("counters: {d:?}");
+    // Each hop carries every byte once each way; all of it went by redirect.
+    assert_eq!(count(&d, "bytes_redirected"), 3 * 2 * CONNS * BYTES, "{d:?}");
+    assert_eq!(count(&d, "sockets_inserted"), 6 * CONNS, "two ends per hop: {d:?}");
+    for k in ["insert_failures", "redirect_misses", "ambiguous", "backpressure_fallbacks"] {
+        assert_eq!(count(&d, k), 0, "{k}: {d:?}");
+    }
+}
+
+/// Short connections through the sidecars (connect, request, answer, close), many at once:
+/// the app writes right after connect() and each proxy right after its own connect, the
+/// race the pairing decision exists for. Nothing arrives where it was not sent, every
+/// request is answered, and sockets of connections that ended are gone from the sockhash.
+#[test]
+fn short_connections_through_the_sidecars_are_intact() {
+    const THREADS: u64 = 4;
+    const PER_THREAD: u64 = 100;
+    let node = TestNode::new().unwrap();
+    let (a, b, _sidecars) = meshed_pair(&node);
+    let before = counters(&node).unwrap();
+    let listen = format!("0.0.0.0:{APP_PORT}");
+    let mut srv = mesh::container(&b, "app", mesh::loadgen().to_str().unwrap(), &["echo", "--listen", &listen, "--expect-prefixes", "41"]).unwrap();
+    srv.expect_event("listening", TIMEOUT).unwrap();
+    let connect = format!("{}:{APP_PORT}", b.ip());
+    let (threads, requests) = (THREADS.to_string(), PER_THREAD.to_string());
+    let rr = ["rr", "--connect", &connect, "--tag-prefix", "41", "--conns", &threads, "--requests", &requests, "--reconnect"];
+    let cli = mesh::container(&a, "app", mesh::loadgen().to_str().unwrap(), &rr).unwrap();
+    let done: Value = cli.finish(TIMEOUT).unwrap();
+    srv.send("stop").unwrap();
+    let served = srv.finish(TIMEOUT).unwrap();
+    let d = counters_since(&counters(&node).unwrap(), &before);
+    eprintln!("client: {done}\nserver: {served}\ncounters: {d:?}");
+    assert_eq!(done["error_count"], 0, "{done:#}");
+    assert_eq!(served["error_count"], 0, "{served:#}");
+    assert_eq!(done["requests"].as_u64(), Some(THREADS * PER_THREAD));
+    assert_eq!(served["conns"].as_u64(), Some(THREADS * PER_THREAD));
+    assert_eq!(count(&d, "insert_failures"), 0, "{d:?}");
+    assert!(count(&d, "sockets_inserted") <= 6 * THREADS * PER_THREAD, "{d:?}");
+    assert!(count(&d, "bytes_redirected") > 0, "some hops must have been redirected to prove anything: {d:?}");
+    // Closed sockets leave the sockhash (the kernel unlinks them at close).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !mesh::sockhash_keys(&node).unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "left in the sockhash: {:?}", mesh::sockhash_keys(&node).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
