@@ -248,11 +248,11 @@ pub fn program(map_fd: i32, o: Offsets) -> Vec<Insn> {
         .op(insn(JEQ32_K, R2, 0, 1, libc::AF_INET))
         .jump_out(JNE32_K, R2, libc::AF_INET6)
         // type (already without SOCK_NONBLOCK/CLOEXEC): SOCK_STREAM
-        .op(insn(LDX_DW, R2, R6, 0, 8))
+        .op(insn(LDX_DW, R2, R6, 8, 0))
         .op(insn(AND32_K, R2, 0, 0, 0xf))
         .jump_out(JNE32_K, R2, libc::SOCK_STREAM)
         // protocol: 0 or IPPROTO_TCP
-        .op(insn(LDX_DW, R2, R6, 0, 16))
+        .op(insn(LDX_DW, R2, R6, 16, 0))
         .op(insn(JEQ32_K, R2, 0, 1, 0))
         .jump_out(JNE32_K, R2, libc::IPPROTO_TCP)
         // current->nsproxy->net_ns->net_cookie, into fp-8
@@ -468,6 +468,10 @@ mod tests {
         let ld = p.iter().position(|i| i.code == LD_IMM64).unwrap();
         assert_eq!((p[ld].imm, p[ld].regs >> 4, p[ld + 1]), (42, PSEUDO_MAP_FD, insn(0, 0, 0, 0, 0)));
         assert_eq!(p.last().unwrap().code, EXIT);
+        // Loads read family, type, protocol (ctx slots 0, 8, 16) and the stack; imm unused.
+        let loads: Vec<(u8, i16)> = p.iter().filter(|i| i.code == LDX_DW).map(|i| (i.regs >> 4, i.off)).collect();
+        assert_eq!(&loads[..3], &[(R6, 0), (R6, 8), (R6, 16)]);
+        assert!(p.iter().filter(|i| i.code == LDX_DW).all(|i| i.imm == 0));
     }
 
     /// On a kernel without SMC a converted socket() fails with EPROTONOSUPPORT (protocol

@@ -95,10 +95,12 @@ impl PnetTable {
             .into_iter()
             .map(|m| {
                 let a = &m.attrs;
+                // The kernel fills the half an entry does not have with "n/a" (and port 255).
+                let name = |k| find(a, k).map(Attr::as_str).filter(|s| !s.is_empty() && s != "n/a");
                 Entry {
                     pnetid: find(a, ATTR_NAME).map(Attr::as_str).unwrap_or_default().trim_end().to_string(),
-                    eth: find(a, ATTR_ETHNAME).map(Attr::as_str).filter(|s| !s.is_empty()),
-                    ib: find(a, ATTR_IBNAME).map(Attr::as_str).filter(|s| !s.is_empty()).map(|d| {
+                    eth: name(ATTR_ETHNAME),
+                    ib: name(ATTR_IBNAME).map(|d| {
                         (d, find(a, ATTR_IBPORT).and_then(Attr::as_u64).unwrap_or(1) as u8)
                     }),
                 }

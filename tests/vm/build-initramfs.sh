@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Builds the SMC test VM's kernel + initramfs from Debian's linux-image-6.12-amd64
+# (not -cloud: that flavour lacks rdma_rxe and 9p). Cached under $VM_CACHE; idempotent.
+#   out: $VM_CACHE/vmlinuz, $VM_CACHE/initramfs.cpio.gz
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+VM_CACHE=${VM_CACHE:-/var/cache/meshaccel-vm}
+META=linux-image-6.12-amd64
+# Loaded in this order by /init (dependencies first).
+MODULES=(crc32_generic crc32-pclmul ib_core ib_uverbs udp_tunnel ip6_udp_tunnel rdma_rxe
+         smc smc_diag dummy ipvlan veth netfs 9pnet 9pnet_virtio 9p)
+
+mkdir -p "$VM_CACHE"
+cd "$VM_CACHE"
+# The meta package names the versioned one (linux-image-6.12.x+debNN-amd64).
+pkg=$(apt-cache depends "$META" 2>/dev/null | awk '/Depends: linux-image-6/ {print $2; exit}')
+[[ -n $pkg ]] || { echo "apt does not know $META (run apt-get update)" >&2; exit 1; }
+stamp="$VM_CACHE/built-$pkg-$(sha256sum "$here/init" | cut -c1-12)"
+if [[ -e $stamp && -s initramfs.cpio.gz && -s vmlinuz ]]; then
+  echo "$VM_CACHE: $pkg ready" >&2
+  exit 0
+fi
+if ! ls "$pkg"_*.deb >/dev/null 2>&1; then
+  echo "apt-get download $pkg" >&2
+  apt-get download -q "$pkg" >/dev/null 2>&1 || apt-get download "$pkg"
+fi
+rm -rf kernel root && mkdir kernel root
+dpkg -x "$pkg"_*.deb kernel
+kver=$(ls kernel/lib/modules)
+cp "kernel/boot/vmlinuz-$kver" vmlinuz
+
+mkdir -p root/{bin,sbin,proc,sys,dev,host,out,tmp,etc,lib/modules}
+cp /bin/busybox root/bin/busybox
+for a in sh mount umount mkdir insmod chroot poweroff cat echo sleep ls sysctl grep sed dmesg sync; do ln -sf busybox "root/bin/$a"; done
+for m in "${MODULES[@]}"; do
+  f=$(find "kernel/lib/modules/$kver" -name "$m.ko*" | head -1)
+  [[ -n $f ]] || { echo "module $m missing from $pkg" >&2; exit 1; }
+  case $f in *.xz) xz -dc "$f" ;; *.zst) zstd -dc "$f" ;; *) cat "$f" ;; esac > "root/lib/modules/$m.ko"
+done
+printf '%s\n' "${MODULES[@]}" > root/lib/modules/order
+cp "$here/init" root/init && chmod +x root/init
+(cd root && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1) > initramfs.cpio.gz
+rm -rf kernel root built-*
+touch "$stamp"
+echo "$VM_CACHE: built initramfs for $pkg ($(du -h initramfs.cpio.gz | cut -f1))" >&2

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs one guest test script in the SMC VM (Debian 6.12 kernel under qemu TCG) against the
+# host's freshly built binaries, under a hard timeout. Exit 0 only if the script passed
+# and no task was left in D state.
+#   usage: tests/vm/run.sh [GUEST_SCRIPT] (default: tests/vm/guest/smc.sh)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+script=${1:-$here/guest/smc.sh}
+VM_CACHE=${VM_CACHE:-/var/cache/meshaccel-vm}
+VM_TIMEOUT=${VM_TIMEOUT:-540}
+
+for tool in qemu-system-x86_64 busybox; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: run tests/setup" >&2; exit 1; }
+done
+bash "$here/build-initramfs.sh"
+# The guest runs what the host built (over the read-only 9p share of /); MESHACCEL_BIN
+# selects a prebuilt plugin instead.
+if [[ -z ${MESHACCEL_BIN:-} ]]; then
+  (cd "$repo" && cargo build -q -p meshaccel-cni --bin meshaccel)
+  MESHACCEL_BIN=$repo/target/debug/meshaccel
+fi
+
+out=$(mktemp -d /tmp/meshaccel-vm.XXXXXX)
+trap 'rm -rf "$out"' EXIT
+printf 'MESHACCEL_BIN=%q\nREPO=%q\n' "$MESHACCEL_BIN" "$repo" > "$out/env"
+echo "vm: booting ($script, timeout ${VM_TIMEOUT}s)" >&2
+set +e
+timeout --kill-after=10 "$VM_TIMEOUT" qemu-system-x86_64 \
+  -accel tcg,thread=multi -cpu max -smp 2 -m 2048 \
+  -kernel "$VM_CACHE/vmlinuz" -initrd "$VM_CACHE/initramfs.cpio.gz" \
+  -append "console=ttyS0 quiet panic=-1 meshaccel.test=$script" \
+  -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
+  -virtfs local,path="$out",mount_tag=out,security_model=none \
+  -nographic -nic none -no-reboot -serial mon:stdio </dev/null > "$out/console.txt" 2>&1
+qrc=$?
+set -e
+cat "$out/test.log" 2>/dev/null || true
+fail=0
+if [[ $qrc -eq 124 || $qrc -eq 137 ]]; then
+  echo "vm: FAILED: hard timeout (${VM_TIMEOUT}s) — hung guest?" >&2; fail=1
+fi
+if [[ ! -s $out/rc ]]; then
+  echo "vm: FAILED: no result (guest console follows)" >&2; tail -50 "$out/console.txt" >&2; fail=1
+elif [[ $(cat "$out/rc") != 0 ]]; then
+  echo "vm: FAILED: guest script exited $(cat "$out/rc")" >&2; fail=1
+fi
+if [[ -s $out/dstate ]]; then
+  echo "vm: FAILED: tasks in D state at the end:" >&2; cat "$out/dstate" >&2; fail=1
+fi
+if grep -q "blocked for more than" "$out/dmesg.txt" 2>/dev/null; then
+  echo "vm: FAILED: hung task reported by the kernel:" >&2; grep -A3 "blocked for more than" "$out/dmesg.txt" >&2; fail=1
+fi
+[[ -n ${VM_KEEP:-} ]] && cp -r "$out" "$VM_KEEP"
+exit $fail
