@@ -11,7 +11,8 @@
 //! <root>/pods/<attachment>/sock_create  bpf_link of the sock_create program to it
 //! ```
 //! `<attachment>` is `<container id>_<ifname>`, the key CNI uses for an attachment (DEL and
-//! GC name attachments so), both validated to contain no `/`, `..` or NUL.
+//! GC name attachments so), both validated to contain no `/`, `..` or NUL; `_` and `%` of
+//! the ifname are written `%5F` and `%25`, so the last `_` always separates the two.
 use std::path::{Path, PathBuf};
 
 use meshaccel_common::names;
@@ -114,16 +115,19 @@ pub struct UnsafeName {
 }
 
 impl AttachmentId {
+    /// Unescaped, `a_b`+`c` and `a`+`b_c` would share a name, and DEL of one would remove
+    /// the other. Real ifnames (`eth0`, `net1`) have neither character and stay as they are.
     pub fn new(container_id: &str, ifname: &str) -> Result<Self, UnsafeName> {
         check_component("container id", container_id)?;
         check_component("interface name", ifname)?;
-        Ok(Self(format!("{container_id}_{ifname}")))
+        Ok(Self(format!("{container_id}_{}", ifname.replace('%', "%25").replace('_', "%5F"))))
     }
 
-    /// Parses a directory name back (GC lists the pods directory).
+    /// Parses a directory name back (GC lists the pods directory); only names [`Self::new`]
+    /// makes.
     pub fn from_dir_name(name: &str) -> Option<Self> {
         let (cid, ifname) = name.rsplit_once('_')?;
-        Self::new(cid, ifname).ok()
+        Self::new(cid, &ifname.replace("%5F", "_").replace("%25", "%")).ok().filter(|id| id.0 == name)
     }
 
     pub fn as_str(&self) -> &str {
@@ -172,6 +176,12 @@ mod tests {
         let id = AttachmentId::new("c_with_underscore", "eth0").unwrap();
         assert_eq!(AttachmentId::from_dir_name(id.as_str()), Some(id));
         assert_eq!(AttachmentId::from_dir_name("noseparator"), None);
+        for (cid, ifname) in [("a_b", "c"), ("a", "b_c"), ("a", "b%5Fc"), ("a", "%_%25")] {
+            let id = AttachmentId::new(cid, ifname).unwrap();
+            assert_eq!(AttachmentId::from_dir_name(id.as_str()), Some(id), "{cid:?} {ifname:?}");
+        }
+        assert_ne!(AttachmentId::new("a_b", "c"), AttachmentId::new("a", "b_c"));
+        assert_eq!(AttachmentId::from_dir_name("a_b_c"), AttachmentId::new("a_b", "c").ok());
     }
 
     #[test]
