@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::cgroup;
-use crate::cni::NetworkList;
+use crate::cni::{Invocation, NetworkList, RuntimeConf};
 use crate::names::{unique_tag, Subnet};
 use crate::pod::{Pod, PodBuilder};
 use crate::{binaries, run, Cleanup};
@@ -184,6 +184,61 @@ impl NodeInner {
     fn cleanup(&self) -> Cleanup {
         let mut c = Cleanup::default();
         c.step("cgroups", || cgroup::kill_and_remove(&self.cgroup_root));
+    /// The conflist a chain runs; tests of the CNI protocol call its plugins one by one.
+    pub fn network(&self, chain: Chain) -> &NetworkList {
+        self.inner.chain(chain)
+    }
+
+    /// meshaccel's entry in the accelerated conflist.
+    pub fn meshaccel_conf(&self) -> Value {
+        self.inner.accelerated.plugins.last().cloned().expect("meshaccel conf")
+    }
+
+    /// Runs the meshaccel plugin alone, as the accelerated chain would run it, whatever it
+    /// answers. `conf` is its conflist entry (name and cniVersion come from the list).
+    pub fn call_meshaccel(&self, command: &str, conf: &Value, rt: &RuntimeConf, prev: Option<&Value>) -> Result<Invocation> {
+        self.inner.accelerated.call(command, conf, rt, prev)
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.inner.state_dir
+    }
+
+    /// A directory for a test's own files (created on demand), removed with the node.
+    pub fn scratch_dir(&self) -> Result<PathBuf> {
+        let dir = self.inner.scratch_dir();
+        fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    /// Every file and directory under this node's bpffs root and run directory, except the
+    /// plugin log and host-local's data: all a meshaccel call may have created.
+    pub fn plugin_footprint(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, skip: &[&Path], out: &mut Vec<PathBuf>) {
+            for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = entry.path();
+                if skip.contains(&p.as_path()) {
+                    continue;
+                }
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    walk(&p, skip, out);
+                }
+                out.push(p);
+            }
+        }
+        let skip = [self.inner.log_file.as_path(), self.inner.ipam_dir.as_path()];
+        let mut out = vec![];
+        let run_dir = self.inner.log_file.parent().expect("run dir");
+        for root in [self.inner.pins.root(), run_dir] {
+            if root.exists() {
+                out.push(root.to_path_buf());
+            }
+            walk(root, &skip, &mut out);
+        }
+        out.sort();
+        out
+    }
+
         c.step("bpffs", || bpf::unload_all(&self.pins));
         c.step("bridge", || {
             if Path::new("/sys/class/net").join(&self.bridge).exists() {
@@ -191,7 +246,11 @@ impl NodeInner {
             }
             Ok(())
         });
-        for dir in [&self.state_dir, &self.ipam_dir] {
+    fn scratch_dir(&self) -> PathBuf {
+        self.log_file.with_file_name("scratch")
+    }
+
+        for dir in [&self.state_dir, &self.ipam_dir, &self.scratch_dir()] {
             c.step("dirs", || Ok(fs::remove_dir_all(dir).or_else(ignore_not_found)?));
         }
         c

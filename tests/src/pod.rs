@@ -141,6 +141,11 @@ impl Pod {
         &self.rt
     }
 
+    /// The pod's UID (`K8S_POD_UID`).
+    pub fn uid(&self) -> &str {
+        self.rt.args.iter().find(|(k, _)| k == "K8S_POD_UID").map(|(_, v)| v.as_str()).expect("K8S_POD_UID")
+    }
+
     /// The cached result of the chain's ADD.
     pub fn result(&self) -> &Value {
         self.result.as_ref().expect("ADD result")
