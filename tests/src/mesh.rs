@@ -241,3 +241,27 @@ pub fn both_ends_paired(keys: &[ConnKey], client: SocketAddr) -> bool {
 pub fn loadgen() -> PathBuf {
     binaries::testkit().with_file_name("meshaccel-mesh-bench")
 }
+
+/// `meshaccel-mesh-bench echo` in `pod` (container `app`), listening; it accepts only tags
+/// with one of `prefixes`.
+pub fn echo_server(pod: &Pod, listen: &str, prefixes: &[u32]) -> Result<Proc> {
+    let prefixes = prefixes.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let mut p = container(pod, "app", &loadgen().display().to_string(), &["echo", "--listen", listen, "--expect-prefixes", &prefixes])?;
+    p.expect_event("listening", crate::scenario::TIMEOUT)?;
+    Ok(p)
+}
+
+/// Stops an [`echo_server`]; its report.
+pub fn stop(mut server: Proc) -> Result<serde_json::Value> {
+    server.send("stop")?;
+    server.finish(crate::scenario::TIMEOUT)
+}
+
+/// `meshaccel-mesh-bench rr` in `pod` (container `app`) towards `connect`, tagging its
+/// connections with `prefix`; `args` as that command takes them.
+pub fn rr(pod: &Pod, connect: &str, prefix: u32, args: &[&str]) -> Result<Proc> {
+    let prefix = prefix.to_string();
+    let mut all = vec!["rr", "--connect", connect, "--tag-prefix", &prefix];
+    all.extend_from_slice(args);
+    container(pod, "app", &loadgen().display().to_string(), &all)
+}
