@@ -74,7 +74,7 @@ impl Cni for Meshaccel {
     }
 
     fn del(&self, args: Args) -> Result<(), Error> {
-        let inv = Invocation::from_args(&args)?;
+        let inv = Invocation::for_teardown(&args)?;
         let log = log_for(&inv.conf, "DEL", Some(&inv));
         let had_smc = crate::smc::attach::del(&inv.conf, &inv.attachment)
             .map_err(|e| custom(codes::TEARDOWN_FAILED, "meshaccel: SMC teardown failed", &e))?;

@@ -90,8 +90,9 @@ fn default_state_dir() -> PathBuf {
 impl PluginConf {
     pub fn from_netconf(conf: &NetConf) -> Result<Self, Error> {
         let obj = Value::Object(conf.custom.clone().into_iter().collect());
-        let parsed: PluginConf = serde_json::from_value(obj)
-            .map_err(|e| Error::InvalidNetworkConfig(format!("meshaccel conf: {e}")))?;
+        // serde_path_to_error names the key (`sockmap.enable`), not only the unknown field.
+        let parsed: PluginConf = serde_path_to_error::deserialize(obj)
+            .map_err(|e| Error::InvalidNetworkConfig(format!("meshaccel conf: {}: {}", e.path(), e.inner())))?;
         check_abs("bpffsRoot", &parsed.bpffs_root)?;
         check_abs("stateDir", &parsed.state_dir)?;
         if let Some(root) = &parsed.cgroup_root {
@@ -222,6 +223,16 @@ impl Invocation {
     /// For ADD, DEL and CHECK: rscni has already validated container id and ifname
     /// against the spec; the attachment id re-checks them as path components.
     pub fn from_args(args: &Args) -> Result<Self, Error> {
+        Self::parse(args, true)
+    }
+
+    /// For DEL: the pod identity is not needed to undo an attachment, so malformed
+    /// `CNI_ARGS` must not make teardown fail (the runtime would retry it for ever).
+    pub fn for_teardown(args: &Args) -> Result<Self, Error> {
+        Self::parse(args, false)
+    }
+
+    fn parse(args: &Args, strict_pod_identity: bool) -> Result<Self, Error> {
         let conf = PluginConf::from_netconf(args.config())?;
         let container_id = args.container_id().map(|c| c.to_string()).unwrap_or_default();
         let ifname = args.ifname().map(|i| i.to_string()).unwrap_or_default();
@@ -234,7 +245,10 @@ impl Invocation {
             container_id,
             ifname,
             netns: args.netns().cloned(),
-            pod: PodIdentity::from_cni_args(args.args())?,
+            pod: match PodIdentity::from_cni_args(args.args()) {
+                Err(_) if !strict_pod_identity => PodIdentity::default(),
+                other => other?,
+            },
         })
     }
 }
@@ -271,6 +285,12 @@ mod tests {
             let e = PluginConf::from_netconf(&netconf(bad.clone())).unwrap_err();
             assert_eq!(u32::from(&e), 7, "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn typo_errors_name_the_key_path() {
+        let e = PluginConf::from_netconf(&netconf(serde_json::json!({"sockmap": {"enable": true}}))).unwrap_err();
+        assert!(e.to_string().contains("sockmap"), "{e}");
     }
 
     #[test]

@@ -57,13 +57,14 @@ impl RootLock {
 }
 
 /// Creates the root directory and checks it is on a bpf filesystem.
+/// Checks the nearest existing ancestor first, so nothing is created on a wrong filesystem.
 fn prepare_root(pins: &Pins) -> Result<()> {
     let root = pins.root();
-    fs::create_dir_all(root).with_context(|| format!("create {}", root.display()))?;
-    if fs_magic(root)? != BPF_FS_MAGIC {
+    let existing = root.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+    if fs_magic(existing)? != BPF_FS_MAGIC {
         bail!("{} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)", root.display());
     }
-    Ok(())
+    fs::create_dir_all(root).with_context(|| format!("create {}", root.display()))
 }
 
 /// Loads and pins the programs and maps unless a complete load is already pinned.
