@@ -1,11 +1,14 @@
 //! A CNI runtime in the manner of libcni: invokes plugin binaries and runs conflists.
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -15,7 +18,12 @@ pub struct Invocation {
     pub status: ExitStatus,
     pub stdout: String,
     pub stderr: String,
+    /// From spawn to exit: what a runtime waits for this plugin.
+    pub elapsed: Duration,
 }
+
+/// How long each plugin of a list took, by plugin type, in the order they ran.
+pub type Timings = Vec<(String, Duration)>;
 
 impl Invocation {
     pub fn success(&self) -> bool {
@@ -79,6 +87,7 @@ pub fn invoke(plugin: &Path, env: &[(String, String)], stdin: &[u8]) -> Result<I
             cmd.env_remove(k);
         }
     }
+    let started = Instant::now();
     let mut child = cmd
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
@@ -98,20 +107,36 @@ pub fn invoke(plugin: &Path, env: &[(String, String)], stdin: &[u8]) -> Result<I
     };
     let out = drain(Box::new(child.stdout.take().unwrap()));
     let err = drain(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + PLUGIN_TIMEOUT;
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("{} did not finish within {PLUGIN_TIMEOUT:?}", plugin.display());
-        }
-        thread::sleep(Duration::from_millis(5));
+    let Some(status) = wait_within(&mut child, PLUGIN_TIMEOUT)? else {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("{} did not finish within {PLUGIN_TIMEOUT:?}", plugin.display());
     };
+    let elapsed = started.elapsed();
     let _ = writer.join(); // EPIPE when the plugin does not read stdin is its business
-    Ok(Invocation { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() })
+    Ok(Invocation { status, stdout: out.join().unwrap(), stderr: err.join().unwrap(), elapsed })
+}
+
+/// Waits for `child` to exit, at most `timeout` (`None` then). poll() on a pidfd wakes at the
+/// exit itself, so `elapsed` is not rounded up to a polling period: the benchmark times
+/// plugins with it.
+fn wait_within(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>> {
+    // SAFETY: no pointers; a non-negative result is a new fd that we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error()).context("pidfd_open");
+    }
+    // SAFETY: see above.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let ms = PollTimeout::try_from(timeout.as_millis().min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX);
+    loop {
+        match poll(&mut [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)], ms) {
+            Ok(0) => return Ok(None),
+            Ok(_) => return Ok(Some(child.wait()?)),
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e).context("poll pidfd"),
+        }
+    }
 }
 
 /// The per-attachment half of a CNI call (libcni's `RuntimeConf`).
@@ -209,11 +234,18 @@ impl NetworkList {
 
     /// ADD through the whole list; returns the final result (what libcni caches).
     pub fn add(&self, rt: &RuntimeConf) -> Result<Value> {
-        let mut prev: Option<Value> = None;
+        Ok(self.add_timed(rt)?.0)
+    }
+
+    /// [`Self::add`], also returning how long each plugin took.
+    pub fn add_timed(&self, rt: &RuntimeConf) -> Result<(Value, Timings)> {
+        let (mut prev, mut timings): (Option<Value>, Timings) = (None, vec![]);
         for plugin in &self.plugins {
-            prev = Some(self.exec("ADD", plugin, rt, prev.as_ref())?.json()?);
+            let inv = self.exec("ADD", plugin, rt, prev.as_ref())?;
+            timings.push((plugin["type"].as_str().unwrap_or_default().to_string(), inv.elapsed));
+            prev = Some(inv.json()?);
         }
-        prev.context("empty plugin list")
+        Ok((prev.context("empty plugin list")?, timings))
     }
 
     /// CHECK in list order with the cached result.
@@ -227,9 +259,16 @@ impl NetworkList {
     /// DEL in reverse order, every plugin getting the cached result (if any) as prevResult;
     /// like libcni, the first failure ends it.
     pub fn del(&self, rt: &RuntimeConf, cached: Option<&Value>) -> Result<()> {
+        self.del_timed(rt, cached).map(drop)
+    }
+
+    /// [`Self::del`], also returning how long each plugin took.
+    pub fn del_timed(&self, rt: &RuntimeConf, cached: Option<&Value>) -> Result<Timings> {
+        let mut timings = vec![];
         for plugin in self.plugins.iter().rev() {
-            self.exec("DEL", plugin, rt, cached)?;
+            let inv = self.exec("DEL", plugin, rt, cached)?;
+            timings.push((plugin["type"].as_str().unwrap_or_default().to_string(), inv.elapsed));
         }
-        Ok(())
+        Ok(timings)
     }
 }

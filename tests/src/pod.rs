@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use serde_json::{Map, Value};
 
 use crate::cgroup::{self, Driver, Qos};
-use crate::cni::RuntimeConf;
+use crate::cni::{RuntimeConf, Timings};
 use crate::netns::NetNs;
 use crate::node::{Chain, NodeInner};
 use crate::process::Proc;
@@ -71,6 +71,7 @@ impl PodBuilder {
             result: None,
             ip: Ipv4Addr::UNSPECIFIED,
             rt: RuntimeConf::default(),
+            add_timings: vec![],
             cgroup,
             chain: self.chain,
             name: self.name,
@@ -95,8 +96,9 @@ impl PodBuilder {
             capability_args: Map::from_iter([(ANNOTATIONS.to_string(), Value::Object(self.annotations))]),
         };
         pod.netns = Some(netns);
-        let result = pod.node.chain(pod.chain).add(&pod.rt)?;
+        let (result, timings) = pod.node.chain(pod.chain).add_timed(&pod.rt)?;
         pod.result = Some(result.clone());
+        pod.add_timings = timings;
         let addr = result["ips"][0]["address"].as_str().context("ADD result without ips")?;
         pod.ip = addr.split('/').next().unwrap().parse().with_context(|| format!("address {addr}"))?;
         Ok(pod)
@@ -108,6 +110,7 @@ pub struct Pod {
     name: String,
     chain: Chain,
     rt: RuntimeConf,
+    add_timings: Timings,
     cgroup: PathBuf,
     netns: Option<NetNs>,
     result: Option<Value>,
@@ -144,6 +147,11 @@ impl Pod {
     /// The pod's UID (`K8S_POD_UID`).
     pub fn uid(&self) -> &str {
         self.rt.args.iter().find(|(k, _)| k == "K8S_POD_UID").map(|(_, v)| v.as_str()).expect("K8S_POD_UID")
+    }
+
+    /// How long each plugin of the chain took for the pod's ADD.
+    pub fn add_timings(&self) -> &Timings {
+        &self.add_timings
     }
 
     /// The cached result of the chain's ADD.
