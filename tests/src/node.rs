@@ -60,6 +60,9 @@ pub struct Counters {
     pub redirect_misses: u64,
     pub bytes_redirected: u64,
     pub msgs_passed: u64,
+    pub ambiguous: u64,
+    pub backpressure_fallbacks: u64,
+    pub filtered: u64,
 }
 
 impl Counters {
@@ -72,6 +75,9 @@ impl Counters {
             redirect_misses: self.redirect_misses - before.redirect_misses,
             bytes_redirected: self.bytes_redirected - before.bytes_redirected,
             msgs_passed: self.msgs_passed - before.msgs_passed,
+            ambiguous: self.ambiguous - before.ambiguous,
+            backpressure_fallbacks: self.backpressure_fallbacks - before.backpressure_fallbacks,
+            filtered: self.filtered - before.filtered,
         }
     }
 }
@@ -90,6 +96,11 @@ pub fn bridge_conf(bridge: &str, subnet: &str, ipam_data_dir: &Path) -> Value {
 
 impl TestNode {
     pub fn new() -> Result<Self> {
+        Self::with_sockmap(json!({"enabled": true}))
+    }
+
+    /// A node whose meshaccel network has this `sockmap` section (filter rules, …).
+    pub fn with_sockmap(sockmap: Value) -> Result<Self> {
         let tag = unique_tag();
         let subnet = Subnet::claim(&tag)?;
         let bridge = format!("mab{tag}");
@@ -104,7 +115,7 @@ impl TestNode {
         let meshaccel_conf = json!({
             "type": "meshaccel",
             "capabilities": {"io.kubernetes.cri.pod-annotations": true},
-            "sockmap": {"enabled": true},
+            "sockmap": sockmap,
             "bpffsRoot": pins.root(),
             "cgroupRoot": cgroup_root,
             "stateDir": run_dir.join("state"),
@@ -173,17 +184,6 @@ impl TestNode {
         serde_json::from_str(&out).with_context(|| format!("meshaccel stats output {out:?}"))
     }
 
-    /// The plugin's log so far (for failure messages).
-    pub fn plugin_log(&self) -> String {
-        fs::read_to_string(&self.inner.log_file).unwrap_or_default()
-    }
-}
-
-impl NodeInner {
-    /// Removes everything the node owns. Pods are cleaned up by their own drop first.
-    fn cleanup(&self) -> Cleanup {
-        let mut c = Cleanup::default();
-        c.step("cgroups", || cgroup::kill_and_remove(&self.cgroup_root));
     /// The conflist a chain runs; tests of the CNI protocol call its plugins one by one.
     pub fn network(&self, chain: Chain) -> &NetworkList {
         self.inner.chain(chain)
@@ -239,6 +239,21 @@ impl NodeInner {
         out
     }
 
+    /// The plugin's log so far (for failure messages).
+    pub fn plugin_log(&self) -> String {
+        fs::read_to_string(&self.inner.log_file).unwrap_or_default()
+    }
+}
+
+impl NodeInner {
+    fn scratch_dir(&self) -> PathBuf {
+        self.log_file.with_file_name("scratch")
+    }
+
+    /// Removes everything the node owns. Pods are cleaned up by their own drop first.
+    fn cleanup(&self) -> Cleanup {
+        let mut c = Cleanup::default();
+        c.step("cgroups", || cgroup::kill_and_remove(&self.cgroup_root));
         c.step("bpffs", || bpf::unload_all(&self.pins));
         c.step("bridge", || {
             if Path::new("/sys/class/net").join(&self.bridge).exists() {
@@ -246,10 +261,6 @@ impl NodeInner {
             }
             Ok(())
         });
-    fn scratch_dir(&self) -> PathBuf {
-        self.log_file.with_file_name("scratch")
-    }
-
         for dir in [&self.state_dir, &self.ipam_dir, &self.scratch_dir()] {
             c.step("dirs", || Ok(fs::remove_dir_all(dir).or_else(ignore_not_found)?));
         }

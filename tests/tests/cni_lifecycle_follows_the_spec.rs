@@ -165,6 +165,19 @@ fn del_without_netns_or_prev_result_releases_the_attachment() {
     assert_released(&node, &pod);
 }
 
+/// DEL needs no pod identity: a CNI_ARGS that ADD would refuse must not block teardown
+/// (the runtime would retry that DEL for ever).
+#[test]
+fn del_ignores_malformed_cni_args_and_releases_the_attachment() {
+    let node = TestNode::new().unwrap();
+    let pod = bridged_pod(&node, "badargs");
+    add(&node, &pod);
+    let mut args = pod.runtime_conf().clone();
+    args.args = vec![("K8S_POD_UID".into(), "../../etc".into()), ("garbage".into(), String::new())];
+    ok(node.call_meshaccel("DEL", &node.meshaccel_conf(), &args, None).unwrap(), "DEL with malformed CNI_ARGS");
+    assert_released(&node, &pod);
+}
+
 #[test]
 fn del_of_an_unknown_attachment_succeeds_and_touches_nothing() {
     let node = TestNode::new().unwrap();
