@@ -80,8 +80,10 @@ impl Cni for Meshaccel {
             .map_err(|e| custom(codes::TEARDOWN_FAILED, "meshaccel: SMC teardown failed", &e))?;
         let had_link = teardown(&inv.conf, &inv.attachment)
             .map_err(|e| custom(codes::TEARDOWN_FAILED, "meshaccel: teardown failed", &e))?;
-        info!(log, "SMC released"; "hadSmc" => had_smc);
-        info!(log, "released"; "hadLink" => had_link, "netns" => inv.netns.as_ref().map(|p| p.display().to_string()));
+        info!(log, "released";
+            "hadLink" => had_link,
+            "hadSmc" => had_smc,
+            "netns" => inv.netns.as_ref().map(|p| p.display().to_string()));
         Ok(())
     }
 
@@ -93,9 +95,9 @@ impl Cni for Meshaccel {
         verify(&inv, settings, &log)
             .and_then(|()| crate::smc::attach::check(&inv, inv.conf.smc.wanted(settings.smc), &log))
             .map_err(|e| {
-            warn!(log, "check failed"; "error" => format!("{e:#}"));
-            custom(codes::CHECK_FAILED, "meshaccel: check failed", &e)
-        })
+                warn!(log, "check failed"; "error" => format!("{e:#}"));
+                custom(codes::CHECK_FAILED, "meshaccel: check failed", &e)
+            })
     }
 
     fn status(&self, args: Args) -> Result<(), Error> {
@@ -111,7 +113,9 @@ impl Cni for Meshaccel {
                 warn!(log, "BPF programs not loadable; pods will run on plain TCP"; "error" => format!("{e:#}"));
                 Ok(())
             }
-            Err(e) => Err(Error::PluginNotAvailable(format!("meshaccel: BPF programs not loadable: {e:#}"))),
+            Err(e) => Err(Error::PluginNotAvailable(format!(
+                "meshaccel: BPF programs not loadable: {e:#}"
+            ))),
         }
     }
 
@@ -131,11 +135,18 @@ impl Cni for Meshaccel {
             .list()
             .map_err(|e| Error::IOFailure(format!("read {}: {e}", conf.state_dir.display())))?;
         // Only this network's records: another network may share the bpffs root.
-        for (id, st) in records.into_iter().filter(|(id, st)| &st.network == network && !valid.contains(id)) {
+        for (id, st) in records
+            .into_iter()
+            .filter(|(id, st)| &st.network == network && !valid.contains(id))
+        {
             match teardown(&conf, &id) {
-                Ok(_) => info!(log, "collected stale attachment"; "attachment" => %id, "podUID" => st.pod_uid),
+                Ok(_) => {
+                    info!(log, "collected stale attachment"; "attachment" => %id, "podUID" => st.pod_uid)
+                }
                 // The spec asks GC to carry on; the next GC retries.
-                Err(e) => warn!(log, "cannot collect attachment"; "attachment" => %id, "error" => format!("{e:#}")),
+                Err(e) => {
+                    warn!(log, "cannot collect attachment"; "attachment" => %id, "error" => format!("{e:#}"))
+                }
             }
         }
         Ok(())
@@ -156,7 +167,11 @@ fn add_sockmap(inv: &Invocation, log: &Logger) -> Result<bool, Error> {
             }
             FailurePolicy::Closed => {
                 slog::error!(log, "cannot accelerate this pod (failurePolicy closed)"; "error" => format!("{e:#}"));
-                Err(custom(codes::SETUP_FAILED, "meshaccel: acceleration setup failed", &e))
+                Err(custom(
+                    codes::SETUP_FAILED,
+                    "meshaccel: acceleration setup failed",
+                    &e,
+                ))
             }
         },
     }
@@ -164,7 +179,11 @@ fn add_sockmap(inv: &Invocation, log: &Logger) -> Result<bool, Error> {
 
 /// ADD's work. On error, everything this call created is removed again.
 fn setup(inv: &Invocation, log: &Logger) -> anyhow::Result<AttachmentState> {
-    let uid = inv.pod.uid.as_deref().context("CNI_ARGS has no K8S_POD_UID: cannot find the pod's cgroup")?;
+    let uid = inv
+        .pod
+        .uid
+        .as_deref()
+        .context("CNI_ARGS has no K8S_POD_UID: cannot find the pod's cgroup")?;
     let cgroup_root = match &inv.conf.cgroup_root {
         Some(r) => r.clone(),
         None => crate::cgroup::default_root().context("no cgroup v2 mount found")?,
@@ -189,7 +208,9 @@ fn setup(inv: &Invocation, log: &Logger) -> anyhow::Result<AttachmentState> {
             cgroup_id,
             sockmap: true,
         };
-        StateDir(&inv.conf.state_dir).save(&inv.attachment, &st).context("save attachment state")?;
+        StateDir(&inv.conf.state_dir)
+            .save(&inv.attachment, &st)
+            .context("save attachment state")?;
         Ok(st)
     });
     if result.is_err() {
@@ -204,7 +225,9 @@ fn setup(inv: &Invocation, log: &Logger) -> anyhow::Result<AttachmentState> {
 /// prevResult. Returns whether a link was attached.
 fn teardown(conf: &PluginConf, id: &AttachmentId) -> anyhow::Result<bool> {
     let had_link = sockmap::detach(&conf.pins(), id)?;
-    StateDir(&conf.state_dir).remove(id).context("remove attachment state")?;
+    StateDir(&conf.state_dir)
+        .remove(id)
+        .context("remove attachment state")?;
     Ok(had_link)
 }
 
@@ -214,7 +237,10 @@ fn verify(inv: &Invocation, settings: PodSettings, log: &Logger) -> anyhow::Resu
     let record = StateDir(&inv.conf.state_dir).load(&inv.attachment)?;
     match (settings.sockmap, record) {
         (false, None) => {
-            ensure!(bpf::pod_link(&pins, &inv.attachment)?.is_none(), "pod is opted out but a sock_ops link is pinned");
+            ensure!(
+                bpf::pod_link(&pins, &inv.attachment)?.is_none(),
+                "pod is opted out but a sock_ops link is pinned"
+            );
             Ok(())
         }
         (false, Some(_)) => anyhow::bail!("pod is opted out but was accelerated"),
