@@ -128,12 +128,17 @@ impl Drop for Sidecar {
 
 /// `program args…` in `pod`, in the container cgroup `name` below the pod cgroup (as
 /// runc puts each container of a pod), so its CPU time is accounted apart.
-pub fn container(pod: &Pod, name: &str, program: &str, args: &[&str]) -> Result<Proc> {
+pub fn container_command(pod: &Pod, name: &str, program: &str, args: &[&str]) -> Result<Command> {
     let cg = pod.cgroup().join(name);
     fs::create_dir_all(&cg)?;
     let mut cmd = Command::new(binaries::testkit());
     cmd.arg("exec").arg("--netns").arg(pod.netns_path()).arg("--cgroup").arg(&cg).arg("--").arg(program).args(args);
-    Proc::spawn(&format!("{}/{name}: {program} {}", pod.name(), args.join(" ")), cmd)
+    Ok(cmd)
+}
+
+/// [`container_command`], started as a [`Proc`].
+pub fn container(pod: &Pod, name: &str, program: &str, args: &[&str]) -> Result<Proc> {
+    Proc::spawn(&format!("{}/{name}: {program} {}", pod.name(), args.join(" ")), container_command(pod, name, program, args)?)
 }
 
 /// A host tool (iptables, ss) run in `pod`'s netns only: it is no pod process.

@@ -4,6 +4,8 @@
 //! redirects every one of them although `REDIRECT` gives their two ends different 4-tuples.
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use meshaccel_tests::mesh::{self, counters, counters_since, established, Sidecar, INBOUND_PORT, OUTBOUND_PORT};
 use meshaccel_tests::scenario::{clean, client, server, TIMEOUT};
@@ -11,6 +13,7 @@ use meshaccel_tests::{Pod, TestNode};
 use serde_json::Value;
 
 const APP_PORT: u16 = 8080;
+const HOPS: [&str; 3] = ["app→proxy A", "proxy A→proxy B", "proxy B→app"];
 
 /// The client endpoints of the live connections of each hop, from both pods' sockets.
 fn hops(client_pod: &Pod, server_pod: &Pod) -> [Vec<SocketAddr>; 3] {
@@ -48,13 +51,25 @@ fn all_three_hops_are_paired_redirected_and_intact() {
     let mut cli = client(&a, &connect, "verify", &args).unwrap();
     cli.expect_event("ready", TIMEOUT).unwrap();
 
-    // Every app connection is up, and so are the proxies' (haproxy connects at accept).
-    let keys = mesh::sockhash_keys(&node).unwrap();
-    for (hop, clients) in ["app→proxy A", "proxy A→proxy B", "proxy B→app"].iter().zip(hops(&a, &b)) {
-        assert_eq!(clients.len() as u64, CONNS, "{hop}: {clients:?}");
-        for c in clients {
-            assert!(mesh::both_ends_paired(&keys, c), "{hop}: connection of client {c} not paired; sockhash {keys:?}");
+    // Every app connection is up; the proxies' own connections follow (haproxy connects at
+    // accept), and all six ends of each request's path are paired before a byte moves.
+    // (Sockhash iteration can miss entries inserted meanwhile: check until it all holds.)
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let keys = mesh::sockhash_keys(&node).unwrap();
+        let unpaired: Vec<String> = HOPS
+            .iter()
+            .zip(hops(&a, &b))
+            .flat_map(|(hop, clients)| {
+                let missing = (clients.len() as u64 != CONNS).then(|| format!("{hop}: {} connections", clients.len()));
+                missing.into_iter().chain(clients.into_iter().filter(|c| !mesh::both_ends_paired(&keys, *c)).map(move |c| format!("{hop}: client {c} not paired")))
+            })
+            .collect();
+        if unpaired.is_empty() {
+            break;
         }
+        assert!(Instant::now() < deadline, "{unpaired:?}; sockhash {keys:?}");
+        thread::sleep(Duration::from_millis(20));
     }
 
     cli.send("go").unwrap();
@@ -99,9 +114,9 @@ fn short_connections_through_the_sidecars_are_intact() {
     assert!(count(&d, "sockets_inserted") <= 6 * THREADS * PER_THREAD, "{d:?}");
     assert!(count(&d, "bytes_redirected") > 0, "some hops must have been redirected to prove anything: {d:?}");
     // Closed sockets leave the sockhash (the kernel unlinks them at close).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(10);
     while !mesh::sockhash_keys(&node).unwrap().is_empty() {
-        assert!(std::time::Instant::now() < deadline, "left in the sockhash: {:?}", mesh::sockhash_keys(&node).unwrap());
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(Instant::now() < deadline, "left in the sockhash: {:?}", mesh::sockhash_keys(&node).unwrap());
+        thread::sleep(Duration::from_millis(50));
     }
 }
