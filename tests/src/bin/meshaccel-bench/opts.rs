@@ -1,0 +1,79 @@
+//! What `run` measures and where it writes.
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use crate::args::Args;
+
+/// The matrix of issue 6: 1 B … 64 KiB.
+const ALL_SIZES: [usize; 8] = [1, 16, 64, 256, 1 << 10, 4 << 10, 16 << 10, 64 << 10];
+/// One small-write, one mid and one bulk size: enough to see each regime in the demo.
+const QUICK_SIZES: [usize; 3] = [16, 1 << 10, 64 << 10];
+
+pub struct Opts {
+    pub sizes: Vec<usize>,
+    pub reps: usize,
+    /// Seconds per sample (qperf takes whole seconds).
+    pub secs: u32,
+    /// Pods for the CNI ADD/DEL latencies.
+    pub pods: usize,
+    pub out: PathBuf,
+    /// Client on CPU 0, server on CPU 1 (less scheduler noise on 2 cores).
+    pub pin: bool,
+}
+
+impl Opts {
+    pub fn parse(a: &Args) -> Result<Self> {
+        let quick = a.flag("quick");
+        let sizes = match a.get_or("sizes", String::new())? {
+            s if s.is_empty() => if quick { &QUICK_SIZES[..] } else { &ALL_SIZES[..] }.to_vec(),
+            s => s.split(',').map(parse_size).collect::<Result<_>>()?,
+        };
+        let o = Self {
+            sizes,
+            reps: a.get_or("reps", if quick { 3 } else { 5 })?,
+            secs: a.get_or("secs", 1)?,
+            pods: a.get_or("pods", if quick { 50 } else { 200 })?,
+            out: a.get_or("out", PathBuf::from("target/meshaccel-bench"))?,
+            pin: !a.flag("no-pin"),
+        };
+        if o.reps == 0 || o.secs == 0 {
+            bail!("--reps and --secs must be at least 1");
+        }
+        Ok(o)
+    }
+}
+
+/// `64`, `1K`, `64KiB`.
+fn parse_size(s: &str) -> Result<usize> {
+    let s = s.trim();
+    let (num, mult) = match s.trim_end_matches("iB").trim_end_matches('B') {
+        n if n.ends_with(['K', 'k']) => (&n[..n.len() - 1], 1024),
+        n => (n, 1),
+    };
+    let n: usize = num.parse().with_context(|| format!("message size {s:?}"))?;
+    if n == 0 {
+        bail!("message size 0");
+    }
+    Ok(n * mult)
+}
+
+/// `64 B`, `4 KiB`.
+pub fn size_label(size: usize) -> String {
+    if size >= 1024 && size.is_multiple_of(1024) { format!("{} KiB", size / 1024) } else { format!("{size} B") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_and_print() {
+        assert_eq!(parse_size("64").unwrap(), 64);
+        assert_eq!(parse_size("16K").unwrap(), 16384);
+        assert_eq!(parse_size("4KiB").unwrap(), 4096);
+        assert!(parse_size("0").is_err());
+        assert_eq!(size_label(65536), "64 KiB");
+        assert_eq!(size_label(256), "256 B");
+    }
+}

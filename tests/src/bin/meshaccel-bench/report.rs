@@ -1,0 +1,191 @@
+//! The results: a Markdown table (printed and written), every sample as JSON, the heatmap.
+use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::cni_latency::CniLatency;
+use crate::heatmap;
+use crate::machine::Machine;
+use crate::matrix::{Key, Matrix, Metric, Sample, Scenario, Summary};
+use crate::opts::{size_label, Opts};
+use crate::stats::Spread;
+
+#[derive(Serialize)]
+pub struct Settings {
+    pub reps: usize,
+    pub secs: u32,
+    pub sizes: Vec<usize>,
+    pub pinned: bool,
+    pub pods: usize,
+    pub qperf: String,
+}
+
+#[derive(Serialize)]
+struct CellSamples {
+    key: Key,
+    plain: Vec<Sample>,
+    accelerated: Vec<Sample>,
+}
+
+#[derive(Serialize)]
+struct ReferenceSamples {
+    metric: Metric,
+    size: usize,
+    values: Vec<f64>,
+}
+
+#[derive(Serialize)]
+pub struct Report {
+    pub machine: Machine,
+    pub settings: Settings,
+    pub duration_secs: f64,
+    pub cells: Vec<Summary>,
+    samples: Vec<CellSamples>,
+    reference: Vec<ReferenceSamples>,
+    pub cni: CniLatency,
+}
+
+impl Report {
+    pub fn new(o: &Opts, machine: Machine, m: &Matrix, cni: CniLatency, took: Duration) -> Self {
+        let qperf = meshaccel_tests::run("qperf", &["--version"]).map(|v| v.trim().to_string()).unwrap_or_else(|_| "qperf".into());
+        Self {
+            machine,
+            settings: Settings { reps: o.reps, secs: o.secs, sizes: o.sizes.clone(), pinned: o.pin, pods: o.pods, qperf },
+            duration_secs: took.as_secs_f64(),
+            cells: m.summaries(),
+            samples: m
+                .cells
+                .iter()
+                .map(|(k, r)| CellSamples { key: *k, plain: r.plain.clone(), accelerated: r.accelerated.clone() })
+                .collect(),
+            reference: m.reference.iter().map(|(&(metric, size), v)| ReferenceSamples { metric, size, values: v.clone() }).collect(),
+            cni,
+        }
+    }
+
+    /// `results.md`, `results.json` and `heatmap.svg` in `dir`.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        fs::write(dir.join("results.md"), self.markdown())?;
+        fs::write(dir.join("results.json"), serde_json::to_string_pretty(self)?)?;
+        fs::write(dir.join("heatmap.svg"), heatmap::svg(&self.cells, &self.settings.sizes, &self.caption()))?;
+        Ok(())
+    }
+
+    fn caption(&self) -> String {
+        format!(
+            "{} CPUs ({}), kernel {}; {} reps × {} s; load {} → {}",
+            self.machine.cpus,
+            self.machine.cpu_model,
+            self.machine.kernel,
+            self.settings.reps,
+            self.settings.secs,
+            self.machine.load_at_start,
+            self.machine.load_at_end
+        )
+    }
+
+    fn cell(&self, metric: Metric, size: usize, scenario: Scenario) -> Option<&Summary> {
+        self.cells.iter().find(|c| c.key == Key { metric, size, scenario })
+    }
+
+    pub fn markdown(&self) -> String {
+        let (m, s) = (&self.machine, &self.settings);
+        let mut out = String::new();
+        let _ = writeln!(out, "## meshaccel benchmark: same-node TCP, accelerated vs plain\n");
+        let _ = writeln!(
+            out,
+            "Machine: {} CPUs, {}, kernel {}. Load average (1/5/15 min) {} at start, {} at end. Run took {:.0} s.\n",
+            m.cpus, m.cpu_model, m.kernel, m.load_at_start, m.load_at_end, self.duration_secs
+        );
+        let pin = if s.pinned { "client on CPU 0, server on CPU 1" } else { "not pinned" };
+        let _ = writeln!(
+            out,
+            "Method: {}, `tcp_lat` / `tcp_bw` with `-m` size; {} repetitions × {} s per sample; in each repetition plain and \
+             accelerated run back to back, alternating which goes first; {pin}. **Ratio** = how many times faster accelerated \
+             is (bandwidth and rate: accelerated ÷ plain; latency: plain ÷ accelerated), median of the per-repetition ratios \
+             (min–max); > 1 is faster. Plain and accelerated values are medians. **AF_UNIX** = the physical limit, a stream \
+             socketpair (a path socket for connections) measured the same way. Every accelerated sample was checked against \
+             meshaccel's counters (bytes redirected ≥ 50 % of the bytes carried; plain samples: none redirected).\n",
+            s.qperf, s.reps, s.secs
+        );
+        let _ = writeln!(out, "| metric | size | pod↔pod ratio | plain | accel | loopback ratio | plain | accel | AF_UNIX |");
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let mut rows: Vec<(Metric, usize)> = vec![];
+        for metric in [Metric::PingPong, Metric::Stream, Metric::ConnRate] {
+            let sizes = if metric == Metric::ConnRate { vec![1] } else { s.sizes.clone() };
+            rows.extend(sizes.into_iter().map(|size| (metric, size)));
+        }
+        let mut notes = vec![];
+        for (metric, size) in rows {
+            let mut line = format!("| {} ({}) | {} ", metric.label(), metric.unit(), if metric == Metric::ConnRate { "—".into() } else { size_label(size) });
+            let mut reference = None;
+            for scenario in Scenario::ALL {
+                let Some(c) = self.cell(metric, size, scenario) else {
+                    line.push_str("| | | ");
+                    continue;
+                };
+                reference = reference.or(c.reference);
+                let _ = write!(line, "| {} | {} | {} ", ratio_text(c, &mut notes), value(c.plain), value(c.accelerated));
+            }
+            let _ = writeln!(out, "{line}| {} |", value(reference));
+        }
+        if !notes.is_empty() {
+            let _ = writeln!(out);
+            for n in notes {
+                let _ = writeln!(out, "{n}  ");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "\nCNI latency over {} pods, ms (spawn to exit of each plugin binary, as a runtime waits for it; bridge includes \
+             host-local; DEL is the first one, with netns and cached result):\n",
+            self.cni.pods
+        );
+        let _ = writeln!(out, "| plugin | ADD p50 | ADD p99 | ADD max | DEL p50 | DEL p99 | DEL max |");
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+        for p in &self.cni.plugins {
+            let (a, d) = (&p.add, &p.del);
+            let _ = writeln!(
+                out,
+                "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                p.plugin, a.p50_ms, a.p99_ms, a.max_ms, d.p50_ms, d.p99_ms, d.max_ms
+            );
+        }
+        out
+    }
+}
+
+/// `**1.23×** (1.10–1.40)`, or why there is no ratio; notes collect the footnotes.
+fn ratio_text(c: &Summary, notes: &mut Vec<String>) -> String {
+    let mut mark = |why: String| {
+        notes.push(format!("[{}] {} {} {}: {why}", notes.len() + 1, c.key.scenario.label(), c.key.metric.short(), size_label(c.key.size)));
+        format!("[{}]", notes.len())
+    };
+    let text = match (c.valid, c.ratio) {
+        (true, Some(r)) => format!("**{:.2}×** ({:.2}–{:.2})", r.median, r.min, r.max),
+        _ => format!("**invalid** {}", mark(c.problems.join("; "))),
+    };
+    if c.valid && (c.partial || !c.problems.is_empty()) {
+        let share = c.min_redirected_share.map_or(String::new(), |s| format!("least redirected share {:.0} %; ", s * 100.0));
+        return format!("{text} {}", mark(format!("{share}{}", c.problems.join("; "))));
+    }
+    text
+}
+
+fn value(s: Option<Spread>) -> String {
+    s.map_or("—".into(), |s| num(s.median))
+}
+
+/// Three significant digits, at most two decimals.
+pub fn num(v: f64) -> String {
+    match v.abs() {
+        a if a >= 100.0 => format!("{v:.0}"),
+        a if a >= 10.0 => format!("{v:.1}"),
+        _ => format!("{v:.2}"),
+    }
+}

@@ -1,0 +1,214 @@
+//! `run`: the node, the pods, the interleaved repetitions, the report.
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use meshaccel_tests::{binaries, run as run_cmd, Pod, Proc, TestNode};
+
+use crate::matrix::{Key, Matrix, Metric, Mode, Sample, Scenario};
+use crate::opts::{size_label, Opts};
+use crate::qperf::{self, Test};
+use crate::report::Report;
+use crate::{cni_latency, machine::Machine, reference};
+
+/// The connection-rate server's port in the server pods.
+const CONN_PORT: u16 = 5301;
+
+/// Two accelerated pods and two opted out by annotation, all four on one bridge: plain and
+/// accelerated traffic take identical veth/bridge paths.
+struct Pods {
+    accelerated: (Pod, Pod),
+    plain: (Pod, Pod),
+}
+
+impl Pods {
+    fn start(node: &TestNode) -> Result<Self> {
+        Ok(Self {
+            accelerated: (node.accelerated_pod("a-srv")?, node.accelerated_pod("a-cli")?),
+            plain: (node.opted_out_pod("p-srv")?, node.opted_out_pod("p-cli")?),
+        })
+    }
+
+    fn servers(&self) -> [&Pod; 2] {
+        [&self.accelerated.0, &self.plain.0]
+    }
+
+    /// Where the client runs and which address it connects to.
+    fn client(&self, scenario: Scenario, mode: Mode) -> (&Pod, String) {
+        let (server, client) = match mode {
+            Mode::Accelerated => &self.accelerated,
+            Mode::Plain => &self.plain,
+        };
+        match scenario {
+            Scenario::PodToPod => (client, server.ip().to_string()),
+            Scenario::Loopback => (server, "127.0.0.1".into()),
+        }
+    }
+}
+
+fn bench_exe() -> Result<PathBuf> {
+    std::env::current_exe().context("current_exe")
+}
+
+/// `--cpu N` for the connection-rate workers when pinning.
+fn cpu_args(o: &Opts, cpu: &'static str) -> Vec<&'static str> {
+    if o.pin { vec!["--cpu", cpu] } else { vec![] }
+}
+
+/// meshaccel's counters, all of them (`meshaccel stats --json`).
+fn counters(node: &TestNode) -> Result<BTreeMap<String, u64>> {
+    let root = node.pins().root().display().to_string();
+    let out = run_cmd(binaries::meshaccel().to_str().context("plugin path")?, &["stats", "--json", "--bpffs-root", &root])?;
+    serde_json::from_str(&out).with_context(|| format!("meshaccel stats: {out:?}"))
+}
+
+fn since(after: BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after.into_iter().map(|(k, v)| (k.clone(), v.saturating_sub(before.get(&k).copied().unwrap_or(0)))).collect()
+}
+
+/// Runs a connection-rate client to completion; (conn/s, bytes carried).
+fn conn_rate(cmd: Command, o: &Opts) -> Result<(f64, u64)> {
+    let done = Proc::spawn("conn-client", cmd)?.finish(Duration::from_secs(u64::from(o.secs) + 30))?;
+    ensure!(done["errors"].as_array().is_some_and(|e| e.is_empty()), "connection errors: {}", done["errors"]);
+    let conns = done["conns"].as_u64().context("conns")?;
+    Ok((conns as f64 / done["secs"].as_f64().context("secs")?, 2 * conns))
+}
+
+fn conn_client_args<'a>(o: &'a Opts, secs: &'a str, target: [&'a str; 2]) -> Vec<&'a str> {
+    let mut args = vec!["conn-client", target[0], target[1], "--secs", secs];
+    args.extend(cpu_args(o, "0"));
+    args
+}
+
+/// One sample of one cell in one mode: the value and the bytes the test carried.
+fn measure(pods: &Pods, key: Key, mode: Mode, o: &Opts) -> Result<(f64, u64)> {
+    let (client, host) = pods.client(key.scenario, mode);
+    let test = match key.metric {
+        Metric::PingPong => Test::Latency,
+        Metric::Stream => Test::Bandwidth,
+        Metric::ConnRate => {
+            let (secs, target) = (o.secs.to_string(), format!("{host}:{CONN_PORT}"));
+            let args = conn_client_args(o, &secs, ["--connect", &target]);
+            return conn_rate(client.command(&bench_exe()?, &args)?, o);
+        }
+    };
+    let m = qperf::run(client, &host, test, key.size, o.secs, o.pin)?;
+    Ok((m.value, m.data_bytes))
+}
+
+/// The AF_UNIX reference for one (metric, size).
+fn reference(metric: Metric, size: usize, unix_path: &Path, o: &Opts) -> Result<f64> {
+    match metric {
+        Metric::PingPong => reference::socketpair(Test::Latency, size, o.secs, o.pin),
+        Metric::Stream => reference::socketpair(Test::Bandwidth, size, o.secs, o.pin),
+        Metric::ConnRate => {
+            let (secs, path) = (o.secs.to_string(), unix_path.display().to_string());
+            let mut cmd = Command::new(bench_exe()?);
+            cmd.args(conn_client_args(o, &secs, ["--unix", &path]));
+            Ok(conn_rate(cmd, o)?.0)
+        }
+    }
+}
+
+/// The cells in the order each repetition visits them.
+fn plan(o: &Opts) -> Vec<(Metric, usize)> {
+    let mut p: Vec<(Metric, usize)> = o.sizes.iter().flat_map(|&s| [(Metric::PingPong, s), (Metric::Stream, s)]).collect();
+    p.push((Metric::ConnRate, 1));
+    p
+}
+
+pub fn run(o: &Opts) -> Result<()> {
+    let mut machine = Machine::now();
+    let started = Instant::now();
+    let plan = plan(o);
+    let runs = o.reps * plan.len() * 5;
+    eprintln!(
+        "[bench] {} cells × 2 scenarios × (plain, accelerated) + AF_UNIX, {} reps, {} s each: ~{} s of traffic, then {} pods for CNI ADD/DEL",
+        plan.len(),
+        o.reps,
+        o.secs,
+        runs as u32 * o.secs,
+        o.pods
+    );
+    let node = TestNode::new()?;
+    let pods = Pods::start(&node)?;
+    let mut servers = vec![];
+    for pod in pods.servers() {
+        servers.push(qperf::server(pod)?);
+        let (listen, mut args) = (format!("0.0.0.0:{CONN_PORT}"), vec!["conn-server", "--listen"]);
+        args.push(&listen);
+        args.extend(cpu_args(o, "1"));
+        let mut p = Proc::spawn(&format!("{}: conn-server", pod.name()), pod.command(&bench_exe()?, &args)?)?;
+        p.expect_event("listening", Duration::from_secs(30))?;
+        servers.push(p);
+    }
+    let unix_dir = tempdir()?;
+    let unix_path = unix_dir.0.join("conn.sock");
+    let mut cmd = Command::new(bench_exe()?);
+    cmd.args(["conn-server", "--unix"]).arg(&unix_path).args(cpu_args(o, "1"));
+    let mut unix_server = Proc::spawn("unix conn-server", cmd)?;
+    unix_server.expect_event("listening", Duration::from_secs(30))?;
+
+    let mut m = Matrix::default();
+    for rep in 0..o.reps {
+        for (i, &(metric, size)) in plan.iter().enumerate() {
+            for scenario in Scenario::ALL {
+                let key = Key { metric, size, scenario };
+                // Alternate which mode goes first, so slow drifts of the machine cancel out.
+                let modes = if (rep + i) % 2 == 0 { [Mode::Plain, Mode::Accelerated] } else { [Mode::Accelerated, Mode::Plain] };
+                for mode in modes {
+                    let before = counters(&node)?;
+                    let outcome = measure(&pods, key, mode, o);
+                    let sample = Sample::judge(rep, mode, outcome, since(counters(&node)?, &before));
+                    log_sample(rep, o.reps, key, mode, &sample);
+                    m.push(key, mode, sample);
+                }
+            }
+            let r = reference(metric, size, &unix_path, o).with_context(|| format!("AF_UNIX {} {}", metric.short(), size_label(size)))?;
+            m.reference.entry((metric, size)).or_default().push(r);
+        }
+    }
+    drop((servers, unix_server));
+    let cni = cni_latency::measure(&node, o.pods)?;
+    drop(pods);
+    drop(node);
+    machine.finish();
+    let report = Report::new(o, machine, &m, cni, started.elapsed());
+    report.write(&o.out)?;
+    print!("{}", report.markdown());
+    eprintln!("[bench] wrote {}", o.out.display());
+    Ok(())
+}
+
+fn log_sample(rep: usize, reps: usize, key: Key, mode: Mode, s: &Sample) {
+    let value = s.value.map_or("-".into(), |v| format!("{v:.2} {}", key.metric.unit()));
+    let share = s.redirected_share.map_or(String::new(), |r| format!(", {:.0} % redirected", r * 100.0));
+    let bad = s.invalid.as_ref().map_or(String::new(), |w| format!("  INVALID: {w}"));
+    eprintln!(
+        "[{}/{reps}] {} {} {} {:?}: {value}{share}{bad}",
+        rep + 1,
+        key.metric.short(),
+        size_label(key.size),
+        key.scenario.label(),
+        mode
+    );
+}
+
+/// A private directory for the AF_UNIX socket, removed on drop.
+struct TempDir(PathBuf);
+
+fn tempdir() -> Result<TempDir> {
+    let dir = std::env::temp_dir().join(format!("meshaccel-bench-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
+    Ok(TempDir(dir))
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
