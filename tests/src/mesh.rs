@@ -242,12 +242,12 @@ pub fn both_ends_paired(keys: &[ConnKey], client: SocketAddr) -> bool {
     ends(ConnKey::CLIENT) == 1 && ends(ConnKey::SERVER) == 1
 }
 
-/// The request/response tool of this package (`meshaccel-mesh-bench echo|rr`).
+/// The request/response tool of this package (`meshaccel-rr echo|rr`).
 pub fn loadgen() -> PathBuf {
-    binaries::testkit().with_file_name("meshaccel-mesh-bench")
+    binaries::testkit().with_file_name("meshaccel-rr")
 }
 
-/// `meshaccel-mesh-bench echo` in `pod` (container `app`), listening; it accepts only tags
+/// `meshaccel-rr echo` in `pod` (container `app`), listening; it accepts only tags
 /// with one of `prefixes`.
 pub fn echo_server(pod: &Pod, listen: &str, prefixes: &[u32]) -> Result<Proc> {
     let prefixes = prefixes.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
@@ -262,7 +262,7 @@ pub fn stop(mut server: Proc) -> Result<serde_json::Value> {
     server.finish(crate::scenario::TIMEOUT)
 }
 
-/// `meshaccel-mesh-bench rr` in `pod` (container `app`) towards `connect`, tagging its
+/// `meshaccel-rr rr` in `pod` (container `app`) towards `connect`, tagging its
 /// connections with `prefix`; `args` as that command takes them.
 pub fn rr(pod: &Pod, connect: &str, prefix: u32, args: &[&str]) -> Result<Proc> {
     let prefix = prefix.to_string();

@@ -5,6 +5,7 @@
 //!                       [--out DIR] [--no-pin]
 //! meshaccel-bench conn-server (--listen ADDR | --unix PATH) [--cpu N]     (inside a pod)
 //! meshaccel-bench conn-client (--connect ADDR | --unix PATH) --secs N [--cpu N]
+//! meshaccel-bench mesh [--seconds N] [--rounds N] [--conns N] [--json PATH]   (docs/mesh.md)
 //! ```
 //! `run` sets up a node (bridge + host-local + meshaccel), two accelerated pods and two pods
 //! opted out by annotation (identical veth/bridge paths), and measures, interleaved and
@@ -21,6 +22,7 @@ mod connrate;
 mod heatmap;
 mod machine;
 mod matrix;
+mod mesh;
 mod opts;
 mod qperf;
 mod reference;
@@ -40,7 +42,8 @@ fn main() -> ExitCode {
         "run" => opts::Opts::parse(&a).and_then(|o| run::run(&o)),
         "conn-server" => connrate::serve(&a),
         "conn-client" => connrate::client(&a),
-        _ => Err(anyhow::anyhow!("usage: meshaccel-bench [run|conn-server|conn-client] … (see the source)")),
+        "mesh" => mesh::run(&a),
+        _ => Err(anyhow::anyhow!("usage: meshaccel-bench [run|conn-server|conn-client|mesh] … (see the source)")),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,14 +1,13 @@
-//! `meshaccel-mesh-bench`: the sidecar-mesh benchmark, and the request/response traffic it
-//! and the mesh tests run inside pods.
+//! `meshaccel-rr`: tagged request/response traffic for the mesh tests and the mesh
+//! benchmark (`meshaccel-bench mesh`), run inside pods.
 //!
 //! ```text
-//! meshaccel-mesh-bench run  [--seconds N] [--rounds N] [--conns N] [--json PATH]
-//! meshaccel-mesh-bench echo --listen ADDR [--expect-prefixes P,Q,…]
-//! meshaccel-mesh-bench rr   --connect ADDR --tag-prefix P [--conns N] [--size BYTES]
-//!                           [--requests N | --seconds N] [--reconnect]
+//! meshaccel-rr echo --listen ADDR [--expect-prefixes P,Q,…]
+//! meshaccel-rr rr   --connect ADDR --tag-prefix P [--conns N] [--size BYTES]
+//!                   [--requests N | --seconds N] [--reconnect]
 //! ```
-//! `echo` and `rr` print JSON lines like `meshaccel-testkit`: `{"event": "listening"}`, and
-//! finally `{"event": "done", …, "errors": […]}` (`echo` when its stdin says `stop` or closes).
+//! Both print JSON lines like `meshaccel-testkit`: `{"event": "listening"}`, and finally
+//! `{"event": "done", …, "errors": […]}` (`echo` when its stdin says `stop` or closes).
 //!
 //! Every request is made of 8-byte records, each the connection's tag (`prefix << 32 | n`,
 //! `n` unique per connection in one `rr` process): the echo server checks that a connection
@@ -16,7 +15,6 @@
 //! request, so a byte delivered into a socket it was not sent to is found on either side.
 #[path = "../meshaccel-testkit/args.rs"]
 mod args;
-mod bench;
 mod echo;
 mod io;
 mod rr;
@@ -27,15 +25,14 @@ fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let (cmd, rest) = argv.split_first().map_or(("", &[][..]), |(c, r)| (c.as_str(), r));
     let result = args::Args::parse(rest).and_then(|a| match cmd {
-        "run" => bench::run(&a),
         "echo" => echo::serve(&a),
         "rr" => rr::client(&a),
-        _ => Err(anyhow::anyhow!("usage: meshaccel-mesh-bench run|echo|rr … (see the source)")),
+        _ => Err(anyhow::anyhow!("usage: meshaccel-rr echo|rr … (see the source)")),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("meshaccel-mesh-bench: {e:#}");
+            eprintln!("meshaccel-rr: {e:#}");
             ExitCode::FAILURE
         }
     }
