@@ -8,14 +8,15 @@ VM_CACHE=${VM_CACHE:-/var/cache/meshaccel-vm}
 META=linux-image-6.12-amd64
 # Loaded in this order by /init (dependencies first).
 MODULES=(crc32_generic crc32-pclmul ib_core ib_uverbs udp_tunnel ip6_udp_tunnel rdma_rxe
-         smc smc_diag dummy ipvlan veth netfs 9pnet 9pnet_virtio 9p)
+         smc smc_diag dummy ipvlan veth llc stp bridge netfs 9pnet 9pnet_virtio 9p)
 
 mkdir -p "$VM_CACHE"
 cd "$VM_CACHE"
 # The meta package names the versioned one (linux-image-6.12.x+debNN-amd64).
 pkg=$(apt-cache depends "$META" 2>/dev/null | awk '/Depends: linux-image-6/ {print $2; exit}')
 [[ -n $pkg ]] || { echo "apt does not know $META (run apt-get update)" >&2; exit 1; }
-stamp="$VM_CACHE/built-$pkg-$(sha256sum "$here/init" | cut -c1-12)"
+# Rebuilt when /init or this script (the module list) changes.
+stamp="$VM_CACHE/built-$pkg-$(cat "$here/init" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-12)"
 if [[ -e $stamp && -s initramfs.cpio.gz && -s vmlinuz ]]; then
   echo "$VM_CACHE: $pkg ready" >&2
   exit 0

@@ -2,11 +2,17 @@
 # Runs one guest test script in the SMC VM (Debian 6.12 kernel under qemu TCG) against the
 # host's freshly built binaries, under a hard timeout. Exit 0 only if the script passed
 # and no task was left in D state.
-#   usage: tests/vm/run.sh [GUEST_SCRIPT] (default: tests/vm/guest/smc.sh)
+#   usage: tests/vm/run.sh [GUEST_SCRIPT [ARG…]] (default: tests/vm/guest/smc.sh; the ARGs
+#          reach the guest script as the array VM_ARGS)
+# A guest script that runs compiled integration tests names them in one line
+#   # vm-cargo-tests: <test target> …
+# they are built here and passed to the guest as TEST_<target>=<executable>, together with
+# the binaries their harness runs (MESHACCEL_TESTKIT), in the env file.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-script=${1:-$here/guest/smc.sh}
+# Absolute: the guest runs it from its own / (the host root, shared).
+script=$(realpath "${1:-$here/guest/smc.sh}")
 VM_CACHE=${VM_CACHE:-/var/cache/meshaccel-vm}
 VM_TIMEOUT=${VM_TIMEOUT:-540}
 
@@ -24,6 +30,29 @@ fi
 out=$(mktemp -d /tmp/meshaccel-vm.XXXXXX)
 trap 'rm -rf "$out"' EXIT
 printf 'MESHACCEL_BIN=%q\nREPO=%q\n' "$MESHACCEL_BIN" "$repo" > "$out/env"
+vm_args=("${@:2}")
+echo "VM_ARGS=(${vm_args[*]@Q})" >> "$out/env"
+read -ra cargo_tests <<<"$(sed -n 's/^# vm-cargo-tests: *//p' "$script")"
+if [[ ${#cargo_tests[@]} -gt 0 ]]; then
+  # Built with the plugin's profile (debug); the guest cannot build (read-only share, TCG).
+  targets=(); for t in "${cargo_tests[@]}"; do targets+=(--test "$t"); done
+  (cd "$repo" && cargo test -q -p meshaccel-tests --no-run --message-format=json "${targets[@]}") |
+    python3 -c '
+import json, shlex, sys
+for line in sys.stdin:
+    a = json.loads(line)
+    if a.get("reason") != "compiler-artifact" or not a.get("executable"):
+        continue
+    name, kind = a["target"]["name"], a["target"]["kind"]
+    if kind == ["test"]:
+        print("TEST_%s=%s" % (name, shlex.quote(a["executable"])))
+    elif name == "meshaccel-testkit":
+        print("MESHACCEL_TESTKIT=%s" % shlex.quote(a["executable"]))
+' >> "$out/env"
+  for t in "${cargo_tests[@]}"; do
+    grep -q "^TEST_$t=" "$out/env" || { echo "vm: test target $t was not built" >&2; exit 1; }
+  done
+fi
 echo "vm: booting ($script, timeout ${VM_TIMEOUT}s)" >&2
 set +e
 timeout --kill-after=10 "$VM_TIMEOUT" qemu-system-x86_64 \
