@@ -75,11 +75,13 @@ pub fn main(args: &[String]) -> Result<()> {
                 .into_iter()
                 .map(|(id, r)| json!({"attachment": id.as_str(), "smc": true, "mode": r.state.mode, "record": r}))
                 .collect();
+            let (loaded, accounting) = (bpf::is_loaded(&pins), bpf::backpressure_accounting(&pins));
             print(&o, json!({
                 "bpffsRoot": o.root,
-                "loaded": bpf::is_loaded(&pins),
+                "loaded": loaded,
                 // false: the kernel refused the fexit accounting; redirected backlogs are unbounded.
-                "backpressureAccounting": bpf::backpressure_accounting(&pins),
+                "backpressureAccounting": accounting,
+                "backpressureAccountingError": (loaded && !accounting).then(bpf::accounting_unavailable_reason).flatten(),
                 "attachments": pods,
                 "smc": smc,
             }));

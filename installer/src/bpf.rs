@@ -130,16 +130,31 @@ fn load_and_pin(pins: &Pins) -> Result<()> {
     Ok(())
 }
 
-/// Loads and attaches the fexit program that tells how much readers consumed; returns it
-/// with its (unpinned) link.
-fn load_consumed(ebpf: &mut aya::Ebpf) -> Result<(&mut FExit, FdLink)> {
+fn load_consumed_prog(ebpf: &mut aya::Ebpf) -> Result<&mut FExit> {
     let btf = Btf::from_sys_fs().context("kernel BTF (/sys/kernel/btf/vmlinux) is needed for fexit")?;
     let prog: &mut FExit = program(ebpf, names::PROG_CONSUMED)?;
     prog.load(names::CONSUMED_HOOK, &btf)
         .with_context(|| format!("load fexit program on {}", names::CONSUMED_HOOK))?;
+    Ok(prog)
+}
+
+/// Loads and attaches the fexit program that tells how much readers consumed; returns it
+/// with its (unpinned) link.
+fn load_consumed(ebpf: &mut aya::Ebpf) -> Result<(&mut FExit, FdLink)> {
+    let prog = load_consumed_prog(ebpf)?;
     let link = prog.attach().with_context(|| format!("attach fexit to {}", names::CONSUMED_HOOK))?;
     let link: FdLink = prog.take_link(link)?.into();
     Ok((prog, link))
+}
+
+/// Why this kernel cannot run the backlog accounting, by loading (not attaching) a fresh
+/// copy of the program: for `meshaccel status`/`doctor` when the accounting is off.
+pub fn accounting_unavailable_reason() -> Option<String> {
+    let mut ebpf = match EbpfLoader::new().load(OBJECT) {
+        Ok(e) => e,
+        Err(e) => return Some(format!("load BPF object: {e}")),
+    };
+    load_consumed_prog(&mut ebpf).err().map(|e| format!("{e:#}"))
 }
 
 /// Fills the NODE slots: a random non-zero token naming this load of the programs on this
