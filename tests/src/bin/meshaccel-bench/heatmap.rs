@@ -18,7 +18,8 @@ pub fn svg(cells: &[Summary], sizes: &[usize], caption: &str) -> String {
         .iter()
         .flat_map(|&s| [Metric::PingPong, Metric::Stream, Metric::ConnRate].map(|m| (s, m)))
         .collect();
-    let width = LABEL_W + CELL_W * sizes.len().max(1) + 20;
+    // Wide enough for the title and caption however few sizes were measured.
+    let width = (LABEL_W + CELL_W * sizes.len().max(1) + 20).max(820);
     let height = TOP + CELL_H * rows.len() + 110;
     let mut out = String::new();
     let _ = writeln!(

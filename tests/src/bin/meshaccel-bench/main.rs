@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! meshaccel-bench [run] [--quick] [--reps N] [--sizes 1,16,64,1K,…] [--secs N] [--pods N]
-//!                       [--out DIR] [--no-pin]
+//!                       [--out DIR] [--pin | --no-pin]
 //! meshaccel-bench conn-server (--listen ADDR | --unix PATH) [--cpu N]     (inside a pod)
 //! meshaccel-bench conn-client (--connect ADDR | --unix PATH) --secs N [--cpu N]
 //! meshaccel-bench mesh [--seconds N] [--rounds N] [--conns N] [--json PATH]   (docs/mesh.md)

@@ -20,6 +20,7 @@ pub struct Settings {
     pub secs: u32,
     pub sizes: Vec<usize>,
     pub pinned: bool,
+    pub pinning: String,
     pub pods: usize,
     pub qperf: String,
 }
@@ -54,7 +55,7 @@ impl Report {
         let qperf = meshaccel_tests::run("qperf", &["--version"]).map(|v| v.trim().to_string()).unwrap_or_else(|_| "qperf".into());
         Self {
             machine,
-            settings: Settings { reps: o.reps, secs: o.secs, sizes: o.sizes.clone(), pinned: o.pin, pods: o.pods, qperf },
+            settings: Settings { reps: o.reps, secs: o.secs, sizes: o.sizes.clone(), pinned: o.pin, pinning: o.pin_reason.clone(), pods: o.pods, qperf },
             duration_secs: took.as_secs_f64(),
             cells: m.summaries(),
             samples: m
@@ -102,7 +103,8 @@ impl Report {
             "Machine: {} CPUs, {}, kernel {}. Load average (1/5/15 min) {} at start, {} at end. Run took {:.0} s.\n",
             m.cpus, m.cpu_model, m.kernel, m.load_at_start, m.load_at_end, self.duration_secs
         );
-        let pin = if s.pinned { "client on CPU 0, server on CPU 1" } else { "not pinned" };
+        let pin = if s.pinned { "client on CPU 0, server on CPU 1" } else { "client and server not pinned" };
+        let pin = format!("{pin} ({})", s.pinning);
         let _ = writeln!(
             out,
             "Method: {}, `tcp_lat` / `tcp_bw` with `-m` size; {} repetitions × {} s per sample; in each repetition plain and \
