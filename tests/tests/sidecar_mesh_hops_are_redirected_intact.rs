@@ -25,8 +25,9 @@ fn hops(client_pod: &Pod, server_pod: &Pod) -> [Vec<SocketAddr>; 3] {
     [app_to_proxy, proxy_to_proxy, proxy_to_app]
 }
 
-fn meshed_pair(node: &TestNode) -> (Pod, Pod, [Sidecar; 2]) {
-    let (a, b) = (node.accelerated_pod("app-a").unwrap(), node.accelerated_pod("app-b").unwrap());
+fn meshed_pair(node: &TestNode, accelerated: bool) -> (Pod, Pod, [Sidecar; 2]) {
+    let pod = |name| if accelerated { node.accelerated_pod(name) } else { node.opted_out_pod(name) }.unwrap();
+    let (a, b) = (pod("app-a"), pod("app-b"));
     let sidecars = [Sidecar::inject(&a).unwrap(), Sidecar::inject(&b).unwrap()];
     (a, b, sidecars)
 }
@@ -35,16 +36,18 @@ fn count(d: &BTreeMap<&str, u64>, k: &str) -> u64 {
     d.get(k).copied().unwrap_or(0)
 }
 
-#[test]
-fn all_three_hops_are_paired_redirected_and_intact() {
+/// Tagged echo traffic from app A to app B (listening on `app_host`) through both sidecars;
+/// before any byte moves, checks for every hop that each connection's two ends are in the
+/// sockhash (`accelerated`) or that none is (pods opted out).
+fn echo_through_the_mesh(accelerated: bool, app_host: &str) -> BTreeMap<&'static str, u64> {
     const CONNS: u64 = 8;
     const BYTES: u64 = 2 << 20;
     let node = TestNode::new().unwrap();
-    let (a, b, _sidecars) = meshed_pair(&node);
+    let (a, b, _sidecars) = meshed_pair(&node, accelerated);
     let before = counters(&node).unwrap();
     let (conns, bytes) = (CONNS.to_string(), BYTES.to_string());
     let tags = format!("7000..{}", 7000 + CONNS - 1);
-    let listen = format!("0.0.0.0:{APP_PORT}");
+    let listen = format!("{app_host}:{APP_PORT}");
     let srv = server(&b, &listen, "echo", &["--conns", &conns, "--expect-tags", &tags, "--io", "poll"]).unwrap();
     let connect = format!("{}:{APP_PORT}", b.ip());
     let args = ["--conns", &conns, "--bytes", &bytes, "--tag-base", "7000", "--wait-go", "--io", "poll"];
@@ -56,19 +59,20 @@ fn all_three_hops_are_paired_redirected_and_intact() {
     // (Sockhash iteration can miss entries inserted meanwhile: check until it all holds.)
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let keys = mesh::sockhash_keys(&node).unwrap();
-        let unpaired: Vec<String> = HOPS
+        let keys = if accelerated { mesh::sockhash_keys(&node).unwrap() } else { vec![] };
+        let wrong: Vec<String> = HOPS
             .iter()
             .zip(hops(&a, &b))
             .flat_map(|(hop, clients)| {
                 let missing = (clients.len() as u64 != CONNS).then(|| format!("{hop}: {} connections", clients.len()));
-                missing.into_iter().chain(clients.into_iter().filter(|c| !mesh::both_ends_paired(&keys, *c)).map(move |c| format!("{hop}: client {c} not paired")))
+                let unpaired = clients.into_iter().filter(|c| accelerated && !mesh::both_ends_paired(&keys, *c));
+                missing.into_iter().chain(unpaired.map(move |c| format!("{hop}: client {c} not paired")))
             })
             .collect();
-        if unpaired.is_empty() {
+        if wrong.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "{unpaired:?}; sockhash {keys:?}");
+        assert!(Instant::now() < deadline, "{wrong:?}; sockhash {keys:?}");
         thread::sleep(Duration::from_millis(20));
     }
 
@@ -80,12 +84,33 @@ fn all_three_hops_are_paired_redirected_and_intact() {
 
     let d = counters_since(&counters(&node).unwrap(), &before);
     eprintln!("counters: {d:?}");
-    // Each hop carries every byte once each way; all of it went by redirect.
-    assert_eq!(count(&d, "bytes_redirected"), 3 * 2 * CONNS * BYTES, "{d:?}");
-    assert_eq!(count(&d, "sockets_inserted"), 6 * CONNS, "two ends per hop: {d:?}");
+    let (redirected, inserted) = if accelerated { (3 * 2 * CONNS * BYTES, 6 * CONNS) } else { (0, 0) };
+    // Each hop carries every byte once each way; accelerated, all of it went by redirect.
+    assert_eq!(count(&d, "bytes_redirected"), redirected, "{d:?}");
+    assert_eq!(count(&d, "sockets_inserted"), inserted, "two ends per hop: {d:?}");
     for k in ["insert_failures", "redirect_misses", "ambiguous", "backpressure_fallbacks"] {
         assert_eq!(count(&d, k), 0, "{k}: {d:?}");
     }
+    d
+}
+
+#[test]
+fn all_three_hops_are_paired_redirected_and_intact() {
+    echo_through_the_mesh(true, "0.0.0.0");
+}
+
+/// An app listening on `[::]` accepts the inbound proxy's IPv4 connection as a v4-mapped
+/// IPv6 socket: the last hop is paired all the same.
+#[test]
+fn dual_stack_app_behind_the_sidecar_is_paired_too() {
+    echo_through_the_mesh(true, "[::]");
+}
+
+/// Pods opted out by annotation keep their sidecar traffic on plain TCP: nothing enters
+/// the sockhash, and everything arrives.
+#[test]
+fn opted_out_pods_keep_the_mesh_on_plain_tcp() {
+    echo_through_the_mesh(false, "0.0.0.0");
 }
 
 /// Short connections through the sidecars (connect, request, answer, close), many at once:
@@ -97,7 +122,7 @@ fn short_connections_through_the_sidecars_are_intact() {
     const THREADS: u64 = 4;
     const PER_THREAD: u64 = 100;
     let node = TestNode::new().unwrap();
-    let (a, b, _sidecars) = meshed_pair(&node);
+    let (a, b, _sidecars) = meshed_pair(&node, true);
     let before = counters(&node).unwrap();
     let srv = mesh::echo_server(&b, &format!("0.0.0.0:{APP_PORT}"), &[41]).unwrap();
     let (threads, requests) = (THREADS.to_string(), PER_THREAD.to_string());
