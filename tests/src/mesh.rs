@@ -9,9 +9,9 @@
 //! proxy A → proxy B :15006 (`REDIRECT`ed in B), proxy B → app B on 127.0.0.1.
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};

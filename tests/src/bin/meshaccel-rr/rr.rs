@@ -28,7 +28,7 @@ struct Load {
 
 pub fn client(a: &Args) -> Result<()> {
     let size: usize = a.get_or("size", 1024)?;
-    ensure!(size >= 8 && size % 8 == 0, "--size must be a positive multiple of 8");
+    ensure!(size >= 8 && size.is_multiple_of(8), "--size must be a positive multiple of 8");
     let seconds: u64 = a.get_or("seconds", 0)?;
     let load = Arc::new(Load {
         addr: a.get("connect")?,
