@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::thread;
@@ -64,12 +65,11 @@ COMMIT
 
 /// The sidecar's haproxy configuration. `0.0.0.0:0` connects to the client connection's
 /// destination, which haproxy reads with `SO_ORIGINAL_DST` (before REDIRECT); a server
-/// without a port uses that destination's port.
+/// without a port uses that destination's port. Without `maxconn` haproxy sizes itself to
+/// the open-files limit it is given (uid 1337 cannot raise it).
 fn haproxy_config() -> String {
     format!(
-        "global
-    maxconn 4096
-defaults
+        "defaults
     mode tcp
     timeout connect 5s
     timeout client 300s
@@ -104,10 +104,13 @@ impl Sidecar {
         apply_iptables(pod, ISTIO_RULES)?;
         let dir = std::env::temp_dir().join(format!("meshaccel-sidecar-{}", unique_tag()));
         fs::create_dir_all(&dir)?;
+        // Readable by the proxy's uid whatever the umask.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
         let cfg = dir.join("haproxy.cfg");
         let (id, cfg_arg) = (PROXY_UID.to_string(), cfg.display().to_string());
         let setpriv = ["--reuid", &id, "--regid", &id, "--clear-groups", "--", "haproxy", "-db", "-f", &cfg_arg];
-        let proxy = fs::write(&cfg, haproxy_config()).map_err(Into::into).and_then(|()| container(pod, Self::CONTAINER, "setpriv", &setpriv));
+        let written = fs::write(&cfg, haproxy_config()).and_then(|()| fs::set_permissions(&cfg, fs::Permissions::from_mode(0o644)));
+        let proxy = written.map_err(Into::into).and_then(|()| container(pod, Self::CONTAINER, "setpriv", &setpriv));
         let sidecar = match proxy {
             Ok(proxy) => Self { proxy, dir },
             Err(e) => {
