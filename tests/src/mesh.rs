@@ -104,14 +104,17 @@ impl Sidecar {
         apply_iptables(pod, ISTIO_RULES)?;
         let dir = std::env::temp_dir().join(format!("meshaccel-sidecar-{}", unique_tag()));
         fs::create_dir_all(&dir)?;
-        // Readable by the proxy's uid whatever the umask.
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
-        let cfg = dir.join("haproxy.cfg");
-        let (id, cfg_arg) = (PROXY_UID.to_string(), cfg.display().to_string());
-        let setpriv = ["--reuid", &id, "--regid", &id, "--clear-groups", "--", "haproxy", "-db", "-f", &cfg_arg];
-        let written = fs::write(&cfg, haproxy_config()).and_then(|()| fs::set_permissions(&cfg, fs::Permissions::from_mode(0o644)));
-        let proxy = written.map_err(Into::into).and_then(|()| container(pod, Self::CONTAINER, "setpriv", &setpriv));
-        let sidecar = match proxy {
+        let started = (|| {
+            // Readable by the proxy's uid whatever the umask.
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
+            let cfg = dir.join("haproxy.cfg");
+            fs::write(&cfg, haproxy_config())?;
+            fs::set_permissions(&cfg, fs::Permissions::from_mode(0o644))?;
+            let (id, cfg) = (PROXY_UID.to_string(), cfg.display().to_string());
+            let setpriv = ["--reuid", &id, "--regid", &id, "--clear-groups", "--", "haproxy", "-db", "-f", &cfg];
+            container(pod, Self::CONTAINER, "setpriv", &setpriv)
+        })();
+        let sidecar = match started {
             Ok(proxy) => Self { proxy, dir },
             Err(e) => {
                 let _ = fs::remove_dir_all(&dir);
@@ -167,7 +170,8 @@ pub fn apply_iptables(pod: &Pod, rules: &str) -> Result<()> {
     Ok(())
 }
 
-fn wait_listening(pod: &Pod, ports: &[u16]) -> Result<()> {
+/// Waits until something listens on each of `ports` in `pod`'s netns.
+pub fn wait_listening(pod: &Pod, ports: &[u16]) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let listening = in_netns(pod, "ss", &["-Hltn"])?;

@@ -97,7 +97,8 @@ impl Pair {
         let nginx = mesh::container(&server, "app", "nginx", &["-p", &d, "-c", &format!("{d}/nginx.conf")])?;
         let echo = mesh::echo_server(&server, &format!("0.0.0.0:{ECHO_PORT}"), &[1])?;
         let pair = Self { mode, client, server, _sidecars: sidecars, _apps: vec![nginx, echo], dir };
-        // nginx says nothing when it is ready: wait until a request goes through the mesh.
+        mesh::wait_listening(&pair.server, &[HTTP_PORT])?;
+        // Warm up: one connection's worth of requests through the whole path.
         pair.wrk(1, 1)?;
         Ok(pair)
     }
