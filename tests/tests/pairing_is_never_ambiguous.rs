@@ -110,7 +110,8 @@ fn snat_cases(io: &str, conns: u64) {
     let other_addr = Ipv4Addr::new(a, b, c, 250);
     let cases = [
         ("SNAT to another address", format!("-j SNAT --to-source {other_addr}")),
-        ("MASQUERADE to other ports", "-j MASQUERADE --to-ports 50000-50999".to_string()),
+        // Below the ephemeral range (32768-60999): a client port already in the range would be kept.
+        ("MASQUERADE to other ports", "-j MASQUERADE --to-ports 20000-20999".to_string()),
     ];
     for (i, (case, target)) in cases.iter().enumerate() {
         let case = format!("{case}, {conns} connections, {io} I/O");
@@ -155,6 +156,26 @@ fn snat_plain_connections_serve_blocking_readers_like_plain_tcp() {
     for _ in 0..3 {
         snat_cases("blocking", 16);
     }
+}
+
+/// The mechanism behind the test above, deterministically: once an unpaired client end has
+/// decided PLAIN at its first send, it should have left the sockhash.
+#[test]
+#[ignore = "BPF: decide_at_first_send leaves an unpaired client end in SOCKS (see docs/mesh.md, finding 1)"]
+fn unpaired_client_ends_leave_the_sockhash_once_they_send() {
+    let node = TestNode::new().unwrap();
+    let (cli, srv) = (node.accelerated_pod("client").unwrap(), node.accelerated_pod("server").unwrap());
+    mesh::apply_iptables(&cli, &format!("*nat\n-A POSTROUTING -p tcp -d {}/32 -j MASQUERADE --to-ports 20000-20999\nCOMMIT\n", srv.ip())).unwrap();
+    let echo = mesh::echo_server(&srv, "0.0.0.0:5600", &[7]).unwrap();
+    let load = mesh::rr(&cli, &format!("{}:5600", srv.ip()), 7, &["--conns", "4", "--seconds", "3"]).unwrap();
+    // Requests flow on 4 live connections for 3 s; look in the middle.
+    std::thread::sleep(Duration::from_millis(1500));
+    let keys = mesh::sockhash_keys(&node).unwrap();
+    let done = load.finish(TIMEOUT).unwrap();
+    let served = mesh::stop(echo).unwrap();
+    assert_eq!((done["error_count"].as_u64(), served["error_count"].as_u64()), (Some(0), Some(0)), "{done:#} {served:#}");
+    assert!(done["requests"].as_u64().unwrap() > 0, "{done:#}");
+    assert!(keys.is_empty(), "plain connections' sockets still in the sockhash: {keys:?}");
 }
 
 /// Eight pods run the same loopback 4-tuples at once (same server port, same client
