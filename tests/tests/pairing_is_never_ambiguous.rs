@@ -146,23 +146,22 @@ fn snat_on_the_path_leaves_connections_plain_and_working() {
     snat_cases("poll", 4);
 }
 
-/// The client end of an SNATed connection saw a tagged SYN-ACK, so it entered the sockhash
-/// at establishment (waiting for a server end that never comes); its first send decides
-/// PLAIN, but it stays in the sockhash and so keeps the kernel's tcp_bpf receive path for
-/// plain TCP data, whose blocking reads can fail with EAGAIN (docs/design.md).
+/// An SNATed connection must not leave its client end in the sockhash: a socket there that
+/// receives plain TCP gets the kernel's tcp_bpf receive path, whose blocking reads can fail
+/// with EAGAIN (docs/design.md). Before the SYN-ACK echoed the client endpoint, 2 of 3 runs
+/// failed so.
 #[test]
-#[ignore = "BPF: an unpaired client end stays in SOCKS after its first send decides PLAIN; blocking reads then get EAGAIN (2 of 3 runs here)"]
 fn snat_plain_connections_serve_blocking_readers_like_plain_tcp() {
     for _ in 0..3 {
         snat_cases("blocking", 16);
     }
 }
 
-/// The mechanism behind the test above, deterministically: once an unpaired client end has
-/// decided PLAIN at its first send, it should have left the sockhash.
+/// The mechanism behind the test above, deterministically: the server's SYN-ACK echoes the
+/// client endpoint it sees; behind SNAT that differs from the client's own, so the client
+/// end never enters the sockhash.
 #[test]
-#[ignore = "BPF: decide_at_first_send leaves an unpaired client end in SOCKS (see docs/mesh.md, finding 1)"]
-fn unpaired_client_ends_leave_the_sockhash_once_they_send() {
+fn unpaired_client_ends_stay_out_of_the_sockhash() {
     let node = TestNode::new().unwrap();
     let (cli, srv) = (node.accelerated_pod("client").unwrap(), node.accelerated_pod("server").unwrap());
     mesh::apply_iptables(&cli, &format!("*nat\n-A POSTROUTING -p tcp -d {}/32 -j MASQUERADE --to-ports 20000-20999\nCOMMIT\n", srv.ip())).unwrap();

@@ -194,15 +194,28 @@ mod programs {
         let _ = unsafe { bpf_sock_ops_cb_flags_set(ops, flags as i32) };
     }
 
-    /// Whether the packet in the context (or, with BPF_LOAD_HDR_OPT_TCP_SYN, the SYN being
-    /// answered) carries our option with this node's token.
+    /// Our option in the packet of the context (or, with BPF_LOAD_HDR_OPT_TCP_SYN, in the
+    /// SYN being answered), if it carries this node's token.
     #[inline(always)]
-    fn has_tag(ops: *mut bpf_sock_ops, flags: u64) -> bool {
+    fn our_option(ops: *mut bpf_sock_ops, flags: u64) -> Option<SynOption> {
         let token = node_token();
         let mut opt = SynOption::search();
         // SAFETY: ops is the context; opt is a stack buffer of the length passed.
         let n = unsafe { bpf_load_hdr_opt(ops, ptr::from_mut(&mut opt).cast(), size_of::<SynOption>() as u32, flags) };
-        token != 0 && n == size_of::<SynOption>() as i64 && opt.token() == token
+        (token != 0 && n >= i64::from(SynOption::SYN_LEN) && opt.token() == token).then_some(opt)
+    }
+
+    /// The client end at ACTIVE_ESTABLISHED: the SYN-ACK carries the server's answer and
+    /// it echoes this socket's own endpoint.
+    #[inline(always)]
+    fn answered_unrewritten(ops: *mut bpf_sock_ops) -> bool {
+        let Some(opt) = our_option(ops, 0) else { return false };
+        let Some((local, _)) = endpoints(ops) else { return false };
+        let same = opt.len == SynOption::ANSWER_LEN && opt.echoes(local.ip4, local.port);
+        if !same {
+            count(Counter::Ambiguous, 1);
+        }
+        same
     }
 
     /// TCP_CONNECT / TCP_LISTEN: ask to be called when headers are written, to tag the
@@ -226,14 +239,20 @@ mod programs {
         }
     }
 
-    /// Tag our SYN, or our SYN-ACK when the SYN was tagged by an accelerated pod of this
-    /// node. Other packets carry nothing.
+    /// What to write: our tag in a SYN; in a SYN-ACK, when the SYN was tagged by an
+    /// accelerated pod of this node, the answer echoing the client endpoint (for a SYN-ACK
+    /// the context's socket is the request socket, so its remote fields are the client as
+    /// this end sees it). Other packets carry nothing.
     #[inline(always)]
-    fn should_tag(ops: *mut bpf_sock_ops) -> bool {
+    fn option_to_write(ops: *mut bpf_sock_ops) -> Option<SynOption> {
         match ctx_read!(ops, skb_tcp_flags) & (TCP_FLAG_SYN | TCP_FLAG_ACK) {
-            TCP_FLAG_SYN => true,
-            f if f == TCP_FLAG_SYN | TCP_FLAG_ACK => has_tag(ops, LOAD_HDR_OPT_TCP_SYN),
-            _ => false,
+            TCP_FLAG_SYN => Some(SynOption::syn(node_token())),
+            f if f == TCP_FLAG_SYN | TCP_FLAG_ACK => {
+                our_option(ops, LOAD_HDR_OPT_TCP_SYN)?;
+                let (_, client) = endpoints(ops)?;
+                Some(SynOption::answer(node_token(), client.ip4, client.port))
+            }
+            _ => None,
         }
     }
 
@@ -348,16 +367,15 @@ mod programs {
             BPF_SOCK_OPS_TCP_CONNECT_CB => want_header_callbacks(ops, true),
             BPF_SOCK_OPS_TCP_LISTEN_CB => want_header_callbacks(ops, false),
             BPF_SOCK_OPS_HDR_OPT_LEN_CB => {
-                if should_tag(ops) {
+                if let Some(opt) = option_to_write(ops) {
                     // SAFETY: ops is the program's context pointer.
-                    let _ = unsafe { bpf_reserve_hdr_opt(ops, size_of::<SynOption>() as u32, 0) };
+                    let _ = unsafe { bpf_reserve_hdr_opt(ops, u32::from(opt.len), 0) };
                 }
             }
             BPF_SOCK_OPS_WRITE_HDR_OPT_CB => {
-                if should_tag(ops) {
-                    let opt = SynOption::new(node_token());
-                    // SAFETY: ops is the context; opt is a stack buffer of the length passed.
-                    let _ = unsafe { bpf_store_hdr_opt(ops, ptr::from_ref(&opt).cast(), size_of::<SynOption>() as u32, 0) };
+                if let Some(opt) = option_to_write(ops) {
+                    // SAFETY: ops is the context; opt is a stack buffer of at least opt.len bytes.
+                    let _ = unsafe { bpf_store_hdr_opt(ops, ptr::from_ref(&opt).cast(), u32::from(opt.len), 0) };
                 }
             }
             op @ (BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB | BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB) => {
@@ -368,9 +386,10 @@ mod programs {
                     set_cb_flags(ops, flags & !BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
                 }
                 let active = op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB;
-                // The client sees the server's answer in the SYN-ACK; the server needs no
-                // tag of its own here: it pairs only with a client found in SOCKS.
-                if pod_enabled() && (!active || has_tag(ops, 0)) {
+                // The client pairs only when the SYN-ACK answered its tag and echoes its
+                // own endpoint (no NAT in between); the server needs no tag of its own
+                // here: it pairs only with a client that marked itself READY.
+                if pod_enabled() && (!active || answered_unrewritten(ops)) {
                     established(ops, active);
                 }
             }
