@@ -329,8 +329,12 @@ pub fn unload_all(pins: &Pins) -> Result<()> {
         remove_dir_if_exists(&d)?;
     }
     drop(_lock);
-    remove_dir_if_exists(pins.root())?;
-    Ok(())
+    // What other parts pinned under the root (the SMC conversion under `smc/`): unpinning
+    // detaches it too, which is what removing everything means.
+    match fs::remove_dir_all(pins.root()) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e).with_context(|| format!("remove {}", pins.root().display())),
+        _ => Ok(()),
+    }
 }
 
 /// What [`ensure_current`] did.

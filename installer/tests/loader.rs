@@ -68,6 +68,13 @@ fn loads_once_attaches_per_pod_and_unloads_completely() {
     assert!(!bpf::detach_pod(&pins, &id).unwrap(), "second detach finds nothing");
     assert!(bpf::pod_link(&pins, &id).unwrap().is_none());
 
+    // Others pin under the root too (the SMC conversion pins under smc/): all of it goes.
+    let other = pins.root().join("smc");
+    fs::create_dir_all(&other).unwrap();
+    aya::maps::MapData::from_pin(pins.map(meshaccel_common::names::MAP_NODE))
+        .unwrap()
+        .pin(other.join("NODE_COPY"))
+        .unwrap();
     drop(loaded);
     assert!(!pins.root().exists(), "unload removes the whole root");
 }
