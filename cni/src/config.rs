@@ -46,9 +46,6 @@ impl Default for LogConf {
     }
 }
 
-fn yes() -> bool {
-    true
-}
 fn default_log_file() -> String {
     DEFAULT_LOG_FILE.into()
 }

@@ -387,19 +387,6 @@ fn remove_pins(pins: &SmcPins) -> Result<()> {
     Ok(())
 }
 
-/// Detaches the program (unpinning its link) and removes every pin.
-pub fn unload(pins: &SmcPins) -> Result<()> {
-    if !pins.dir().exists() {
-        return Ok(());
-    }
-    let lock = DirLock::take(pins.dir())?;
-    remove_pins(pins)?;
-    drop(lock);
-    match fs::remove_dir(pins.dir()) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
-        _ => Ok(()),
-    }
-}
 
 fn netns_map(pins: &SmcPins) -> Result<BpfHashMap<MapData, u64, u8>> {
     let data = MapData::from_pin(pins.map()).with_context(|| format!("open {}", pins.map().display()))?;

@@ -43,10 +43,6 @@ impl Attr {
         Self { kind, value: vec![v] }
     }
 
-    pub fn bytes(kind: u16, value: &[u8]) -> Self {
-        Self { kind, value: value.to_vec() }
-    }
-
     pub fn as_str(&self) -> String {
         let end = self.value.iter().position(|&b| b == 0).unwrap_or(self.value.len());
         String::from_utf8_lossy(&self.value[..end]).into_owned()

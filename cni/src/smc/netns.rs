@@ -43,7 +43,3 @@ pub fn current_cookie() -> Result<u64> {
     Ok(cookie)
 }
 
-/// The cookie of the netns at `netns`.
-pub fn cookie_of(netns: &Path) -> Result<u64> {
-    run_in(netns, current_cookie)
-}
