@@ -22,7 +22,7 @@ use crate::pins::{AttachmentId, Pins};
 use crate::sys;
 
 /// The BPF object built from `ebpf/programs` by build.rs.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/meshaccel"));
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/meshaccel-programs"));
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;

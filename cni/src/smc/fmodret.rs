@@ -433,8 +433,8 @@ mod tests {
 
     impl Drop for TempPins {
         fn drop(&mut self) {
-            let _ = unload(&self.0);
-            let _ = fs::remove_dir(&self.1);
+            // The node-wide uninstall path: everything under the root goes, smc/ included.
+            let _ = meshaccel_installer::bpf::unload_all(&meshaccel_installer::pins::Pins::new(&self.1));
         }
     }
 
@@ -506,7 +506,7 @@ mod tests {
         .unwrap();
         // This (unselected) netns was never converted.
         assert!(tcp_socket(None).is_ok());
-        unload(&pins.0).unwrap();
-        assert!(!pins.0.dir().exists());
+        meshaccel_installer::bpf::unload_all(&meshaccel_installer::pins::Pins::new(&pins.1)).unwrap();
+        assert!(!pins.0.dir().exists(), "uninstall removes the SMC pins");
     }
 }
