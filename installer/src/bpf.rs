@@ -16,6 +16,7 @@ use aya::programs::links::FdLink;
 use aya::programs::{CgroupAttachMode, CgroupSock, CgroupSockAttachType, FExit, ProgramInfo, SkMsg, SockOps};
 use aya::Btf;
 use aya::EbpfLoader;
+use nix::sys::statfs::{statfs, BPF_FS_MAGIC};
 use meshaccel_common::{names, node, ConnKey, Counter, PodConfig};
 
 use crate::pins::{AttachmentId, Pins};
@@ -24,16 +25,14 @@ use crate::sys;
 /// The BPF object built from `ebpf/programs` by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/meshaccel-programs"));
 
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 /// `enum bpf_attach_type`: BPF_CGROUP_SOCK_OPS. Part of a cgroup storage key.
 const BPF_CGROUP_SOCK_OPS: u32 = 3;
 
 use names::MAPS;
 
-fn fs_magic(path: &Path) -> Result<i64> {
-    let st = nix::sys::statfs::statfs(path).with_context(|| format!("statfs {}", path.display()))?;
-    Ok(st.filesystem_type().0 as i64)
+/// Whether `p` is on a bpf filesystem (where pins can live).
+pub fn is_bpffs(p: &Path) -> bool {
+    statfs(p).is_ok_and(|s| s.filesystem_type() == BPF_FS_MAGIC)
 }
 
 /// Whether every pin of a complete load is present.
@@ -61,7 +60,7 @@ impl RootLock {
 fn prepare_root(pins: &Pins) -> Result<()> {
     let root = pins.root();
     let existing = root.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
-    if fs_magic(existing)? != BPF_FS_MAGIC {
+    if !is_bpffs(existing) {
         bail!("{} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)", root.display());
     }
     fs::create_dir_all(root).with_context(|| format!("create {}", root.display()))
@@ -209,7 +208,7 @@ fn remove_object_pins(pins: &Pins) -> Result<()> {
 
 /// The inode number of a cgroup v2 directory, which is the kernel's cgroup id.
 pub fn cgroup_id(cgroup: &Path) -> Result<u64> {
-    if fs_magic(cgroup)? != CGROUP2_SUPER_MAGIC {
+    if !crate::cgroup::is_cgroup2(cgroup) {
         bail!("{} is not a cgroup v2 directory", cgroup.display());
     }
     Ok(fs::metadata(cgroup).with_context(|| format!("stat {}", cgroup.display()))?.ino())

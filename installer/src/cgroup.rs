@@ -4,7 +4,6 @@
 //! but kubelet has already created the pod cgroup, so the UID is the only handle we have.
 use std::path::{Path, PathBuf};
 
-const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
 /// The cgroup v2 mount: `/sys/fs/cgroup/unified` on hybrid hosts, `/sys/fs/cgroup` on
 /// unified ones.
@@ -16,7 +15,8 @@ pub fn default_root() -> Option<PathBuf> {
 }
 
 pub fn is_cgroup2(p: &Path) -> bool {
-    nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC)
+    use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC};
+    statfs(p).is_ok_and(|s| s.filesystem_type() == CGROUP2_SUPER_MAGIC)
 }
 
 /// Every place kubelet may have put the pod, relative to the cgroup root: the cgroupfs

@@ -4,16 +4,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use meshaccel_installer::cgroup;
+use meshaccel_installer::{bpf, cgroup};
 use nix::mount::{mount, MsFlags};
 
 use crate::config::Config;
-
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
-fn is_bpffs(p: &Path) -> bool {
-    nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
-}
 
 /// The cgroup v2 root the plugin will use.
 pub fn cgroup_v2(cfg: &Config) -> Result<PathBuf> {
@@ -31,7 +25,7 @@ pub fn cgroup_v2(cfg: &Config) -> Result<PathBuf> {
 pub fn bpffs(cfg: &Config) -> Result<Option<PathBuf>> {
     let root = cfg.pins.root();
     let existing = root.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
-    if is_bpffs(existing) {
+    if bpf::is_bpffs(existing) {
         return Ok(None);
     }
     let at = root.parent().context("bpffsRoot has no parent directory")?;
