@@ -63,6 +63,8 @@ pub struct Counters {
     pub ambiguous: u64,
     pub backpressure_fallbacks: u64,
     pub filtered: u64,
+    pub streaming_fallbacks: u64,
+    pub left_sockmap: u64,
 }
 
 impl Counters {
@@ -78,6 +80,8 @@ impl Counters {
             ambiguous: self.ambiguous - before.ambiguous,
             backpressure_fallbacks: self.backpressure_fallbacks - before.backpressure_fallbacks,
             filtered: self.filtered - before.filtered,
+            streaming_fallbacks: self.streaming_fallbacks - before.streaming_fallbacks,
+            left_sockmap: self.left_sockmap - before.left_sockmap,
         }
     }
 }

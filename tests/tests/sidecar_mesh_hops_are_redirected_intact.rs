@@ -85,8 +85,14 @@ fn echo_through_the_mesh(accelerated: bool, app_host: &str) -> BTreeMap<&'static
     let d = counters_since(&counters(&node).unwrap(), &before);
     eprintln!("counters: {d:?}");
     let (redirected, inserted) = if accelerated { (3 * 2 * CONNS * BYTES, 6 * CONNS) } else { (0, 0) };
-    // Each hop carries every byte once each way; accelerated, all of it went by redirect.
-    assert_eq!(count(&d, "bytes_redirected"), redirected, "{d:?}");
+    // Each hop carries every byte once each way; accelerated, all of it went by redirect,
+    // unless an end that streamed ahead of its echo moved to plain TCP (the streaming
+    // rule, docs/design.md), which this bulk echo can trigger on the loopback hop.
+    if count(&d, "streaming_fallbacks") == 0 {
+        assert_eq!(count(&d, "bytes_redirected"), redirected, "{d:?}");
+    } else {
+        assert!(count(&d, "bytes_redirected") > 0, "{d:?}");
+    }
     assert_eq!(count(&d, "sockets_inserted"), inserted, "two ends per hop: {d:?}");
     for k in ["insert_failures", "redirect_misses", "ambiguous", "backpressure_fallbacks"] {
         assert_eq!(count(&d, k), 0, "{k}: {d:?}");

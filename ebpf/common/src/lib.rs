@@ -346,23 +346,53 @@ pub struct Owner {
 /// Per-socket state, in socket-local storage: written by sock_ops at establishment,
 /// read on every send by sk_msg (which cannot see sequence numbers itself).
 ///
-/// The mode is decided at the connection's first send and never changed, so redirected
-/// and plain sends are never mixed in one direction (the receiver would read the
-/// redirected bytes first and so out of order).
+/// Per-socket state (sk_storage). The mode is decided at the connection's first send;
+/// after that it can only go from REDIRECT to PLAIN, once: the receiver drains redirected
+/// bytes before TCP bytes, so one switch keeps the byte order, a switch back would not.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnState {
     pub mode: u32,
-    pub _reserved: u32,
+    /// [`ConnState::LOOPBACK`].
+    pub flags: u16,
+    /// Sends in a row that could have been batched by TCP (see [`ConnState::batchable`])
+    /// since the peer last redirected anything to this socket.
+    pub streak: u16,
     /// Where this socket's sends go when redirected.
     pub peer: ConnKey,
+    /// The peer's redirected bytes into this socket (its `BACKLOG.sent`) when last seen.
+    pub seen_from_peer: u64,
 }
 
 impl ConnState {
     pub const UNDECIDED: u32 = 0;
     pub const REDIRECT: u32 = 1;
     pub const PLAIN: u32 = 2;
+
+    /// Both ends on one address: the loopback device, where plain TCP is cheapest.
+    pub const LOOPBACK: u16 = 1;
+    /// The socket left `SOCKS` (see [`Backlog::GONE`]); its sends take TCP's own path.
+    pub const LEFT: u16 = 2;
+    /// The socket created its peer's `BACKLOG` entry (at its first redirect).
+    pub const INBOX: u16 = 4;
+
+    /// Whether a send of `size` bytes is one TCP would do better when streamed: redirect
+    /// delivers one message and one wake-up per send, TCP batches a stream of them
+    /// (Nagle, autocorking, GRO). Measured (docs/benchmark.md): over veth redirect loses
+    /// below 512 B and wins from 1 KiB; over loopback it loses at every size.
+    pub const fn batchable(&self, size: u32) -> bool {
+        self.flags & Self::LOOPBACK != 0 || size < SMALL_SEND
+    }
 }
+
+/// See [`ConnState::batchable`].
+pub const SMALL_SEND: u32 = 512;
+
+/// A REDIRECT socket whose last [`STREAM_RUN`] sends were all batchable, with nothing
+/// redirected back by its peer meanwhile, is streaming: it switches to plain TCP for good.
+/// Request/response traffic resets the run at every answer, and a send that is not
+/// batchable resets it too, so both stay redirected.
+pub const STREAM_RUN: u16 = 32;
 
 /// Index of a per-CPU counter in the `COUNTERS` array.
 #[repr(u32)]
@@ -389,10 +419,16 @@ pub enum Counter {
     Backpressure = 7,
     /// Connections the pod's filter rules kept on plain TCP.
     Filtered = 8,
+    /// Connection ends switched to plain TCP for good because they stream sends that TCP
+    /// batches better (see [`ConnState::batchable`], [`STREAM_RUN`]).
+    Streaming = 9,
+    /// Streaming senders that then left the sockmap (nothing had been redirected into
+    /// them), so their sends take TCP's own path, without the sockmap's per-send cost.
+    LeftSockmap = 10,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 9] = [
+    pub const ALL: [Counter; 11] = [
         Counter::SocketsInserted,
         Counter::InsertFailures,
         Counter::MsgRedirected,
@@ -402,6 +438,8 @@ impl Counter {
         Counter::Ambiguous,
         Counter::Backpressure,
         Counter::Filtered,
+        Counter::Streaming,
+        Counter::LeftSockmap,
     ];
     pub const LEN: u32 = Self::ALL.len() as u32;
 
@@ -416,6 +454,8 @@ impl Counter {
             Counter::Ambiguous => "ambiguous",
             Counter::Backpressure => "backpressure_fallbacks",
             Counter::Filtered => "filtered",
+            Counter::Streaming => "streaming_fallbacks",
+            Counter::LeftSockmap => "left_sockmap",
         }
     }
 }
@@ -434,7 +474,8 @@ pub mod node {
 /// Redirected bytes towards one socket: `sent` is written only by its peer's sk_msg
 /// (serialised by the peer's socket lock), `consumed` only when the socket is read. Two
 /// single-writer counters need no atomics; a racing second reader can only lose an
-/// update of `consumed`, which overstates the backlog (the safe direction).
+/// update of `consumed`, which overstates the backlog (the safe direction). For when
+/// the entry exists see [`Backlog::GONE`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Backlog {
@@ -443,6 +484,13 @@ pub struct Backlog {
 }
 
 impl Backlog {
+    /// `sent` of the entry a socket creates for itself when it leaves `SOCKS`. An entry
+    /// is created only with BPF_NOEXIST: by the peer at its first redirect into the
+    /// socket, or by the socket itself, marked GONE, when it leaves. Whoever comes first
+    /// wins: a socket never leaves once something was redirected into it (its sockmap
+    /// queue would be dropped unread), and nothing is redirected into a socket that left.
+    pub const GONE: u64 = u64::MAX;
+
     pub const fn outstanding(&self) -> i64 {
         self.sent.wrapping_sub(self.consumed) as i64
     }
@@ -476,7 +524,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<ConnKey>(), 32);
         assert_eq!(core::mem::size_of::<Rule>(), 24);
         assert_eq!(core::mem::size_of::<PodConfig>(), 8 + 24 * MAX_RULES);
-        assert_eq!(core::mem::size_of::<ConnState>(), 40);
+        assert_eq!(core::mem::size_of::<ConnState>(), 48);
     }
 
     fn ip(a: [u8; 4]) -> u32 {

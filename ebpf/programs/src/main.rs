@@ -29,7 +29,7 @@ mod programs {
     use aya_ebpf::bindings::{
         bpf_sock_ops, sk_action::SK_PASS, BPF_ANY, BPF_F_INGRESS,
         BPF_NOEXIST, BPF_SK_STORAGE_GET_F_CREATE, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB,
-        BPF_SOCK_OPS_HDR_OPT_LEN_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
+        BPF_SOCK_OPS_HDR_OPT_LEN_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_RTT_CB, BPF_SOCK_OPS_RTT_CB_FLAG,
         BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_SOCK_OPS_TCP_LISTEN_CB, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
         BPF_SOCK_OPS_WRITE_HDR_OPT_CB, BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG,
     };
@@ -47,7 +47,7 @@ mod programs {
     use aya_ebpf::programs::{FExitContext, SkMsgContext, SockContext, SockOpsContext};
     use meshaccel_common::{
         ctx_remote_port, v4_mapped, Backlog, ConnKey, ConnState, Counter, Decision, Endpoint, PodConfig,
-        node, Owner, RuleInput, SynOption, DECISIONS_MAX_ENTRIES, MAX_BACKLOG, SOCKS_MAX_ENTRIES,
+        node, Owner, RuleInput, SynOption, DECISIONS_MAX_ENTRIES, MAX_BACKLOG, SOCKS_MAX_ENTRIES, STREAM_RUN,
     };
 
     const AF_INET: u32 = 2;
@@ -85,7 +85,8 @@ mod programs {
     static DECISION: LruHashMap<ConnKey, u32, { DECISIONS_MAX_ENTRIES as usize }> = LruHashMap::new();
 
     // Redirected bytes not yet read, per receiving socket (keyed by its own ConnKey).
-    // Created at pairing, removed when the socket closes (STATE_CB).
+    // Created by the peer's first redirect, or marked GONE by the socket leaving SOCKS (see
+    // Backlog::GONE); removed when the socket closes (STATE_CB).
     #[btf_map]
     static BACKLOG: HashMap<ConnKey, Backlog, { SOCKS_MAX_ENTRIES as usize }> = HashMap::new();
 
@@ -326,17 +327,14 @@ mod programs {
             return;
         }
         count(Counter::SocketsInserted, 1);
-        // This end's backlog, before the peer can redirect into it; removed at close.
-        if BACKLOG.insert(&key, &Backlog::default(), BPF_ANY.into()).is_err() {
-            remove_from_socks(&key);
-            abort(&conn, &peer);
-            return;
-        }
         let flags = ctx_read!(ops, bpf_sock_ops_cb_flags);
-        set_cb_flags(ops, flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+        set_cb_flags(ops, flags | BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RTT_CB_FLAG);
         // SAFETY: non-null storage of this socket; the socket is locked during the callback.
         let state = unsafe { &mut *state };
         state.peer = peer;
+        if local.ip4 == remote.ip4 {
+            state.flags |= ConnState::LOOPBACK;
+        }
         if active {
             state.mode = ConnState::UNDECIDED;
             let _ = DECISION.insert(&conn.ready(), &Decision::READY, BPF_ANY.into());
@@ -393,6 +391,7 @@ mod programs {
                     established(ops, active);
                 }
             }
+            BPF_SOCK_OPS_RTT_CB => leave_sockmap(ops),
             BPF_SOCK_OPS_STATE_CB => {
                 // args[1] is the new state; only paired sockets ask for this callback.
                 // SAFETY: reading the args array of the context.
@@ -426,6 +425,24 @@ mod programs {
         let _ = DECISION.remove(&conn);
     }
 
+    /// One more batchable send: true once the run reaches STREAM_RUN with nothing
+    /// redirected back meanwhile (request/response traffic resets it at every answer).
+    #[inline(always)]
+    fn streaming(state: &mut ConnState) -> bool {
+        // This socket's own BACKLOG entry counts what the peer redirected into it.
+        let from_peer = BACKLOG.get_ptr(&state.peer.peer()).map_or(0, |b| {
+            // SAFETY: a live map value; a racing update only delays the reset by one send.
+            unsafe { ptr::read_volatile(ptr::addr_of!((*b).sent)) }
+        });
+        if from_peer != state.seen_from_peer {
+            state.seen_from_peer = from_peer;
+            state.streak = 0;
+            return false;
+        }
+        state.streak += 1;
+        state.streak >= STREAM_RUN
+    }
+
     #[sk_msg]
     pub fn meshaccel_skmsg(ctx: SkMsgContext) -> u32 {
         let msg = ctx.msg;
@@ -451,11 +468,27 @@ mod programs {
             count(Counter::MsgPassed, 1);
             return SK_PASS;
         }
-        let size = i64::from(ctx_read!(msg, size));
-        let Some(backlog) = BACKLOG.get_ptr_mut(&state.peer) else {
-            // The peer closed (its entry goes at TCP_CLOSE): nothing left to reorder against.
+        let size = ctx_read!(msg, size);
+        if !state.batchable(size) {
+            state.streak = 0;
+        } else if streaming(state) {
+            state.mode = ConnState::PLAIN;
+            count(Counter::Streaming, 1);
             count(Counter::MsgPassed, 1);
             return SK_PASS;
+        }
+        let size = i64::from(size);
+        let first = state.flags & ConnState::INBOX == 0;
+        if first {
+            // The first redirect creates the peer's entry, unless the peer left SOCKS.
+            if BACKLOG.insert(&state.peer, &Backlog::default(), BPF_NOEXIST.into()).is_err() {
+                return to_plain(state);
+            }
+            state.flags |= ConnState::INBOX;
+        }
+        let Some(backlog) = BACKLOG.get_ptr_mut(&state.peer) else {
+            // The peer closed (its entry goes at TCP_CLOSE): nothing left to reorder against.
+            return to_plain(state);
         };
         // SAFETY: a live map value; `sent` has no other writer (see Backlog).
         let backlog = unsafe { &mut *backlog };
@@ -474,12 +507,44 @@ mod programs {
         if SOCKS.redirect_msg(&ctx, &mut state.peer, BPF_F_INGRESS.into()) == SK_PASS as i64 {
             count(Counter::MsgRedirected, 1);
             count(Counter::BytesRedirected, size as u64);
-        } else {
-            backlog.sent = sent;
-            // The peer closed: nothing is left to reorder against.
-            count(Counter::MsgPassed, 1);
+            return SK_PASS;
         }
+        // The peer closed: nothing is left to reorder against. An entry made for a peer
+        // that already passed TCP_CLOSE would never be removed.
+        backlog.sent = sent;
+        if first {
+            let _ = BACKLOG.remove(&state.peer);
+        }
+        to_plain(state)
+    }
+
+    #[inline(always)]
+    fn to_plain(state: &mut ConnState) -> u32 {
+        state.mode = ConnState::PLAIN;
+        count(Counter::MsgPassed, 1);
         SK_PASS
+    }
+
+    /// RTT_CB of a paired socket (ACKs flow only once it sends on plain TCP): a socket
+    /// that switched to plain leaves SOCKS if nothing was ever redirected into it, so its
+    /// sends no longer pay the sockmap's per-send cost. Either way it asks no more RTT_CBs.
+    fn leave_sockmap(ops: *mut bpf_sock_ops) {
+        let sk = ctx_read!(ops, __bindgen_anon_2.sk).cast::<c_void>();
+        let state = if sk.is_null() { ptr::null_mut() } else { storage(sk, false) };
+        // SAFETY: non-null storage of this socket, which is locked during the callback.
+        let Some(state) = (unsafe { state.as_mut() }) else { return };
+        if state.mode != ConnState::PLAIN {
+            return;
+        }
+        let flags = ctx_read!(ops, bpf_sock_ops_cb_flags);
+        set_cb_flags(ops, flags & !BPF_SOCK_OPS_RTT_CB_FLAG);
+        let me = state.peer.peer();
+        let gone = Backlog { sent: Backlog::GONE, consumed: 0 };
+        if BACKLOG.insert(&me, &gone, BPF_NOEXIST.into()).is_ok() {
+            remove_from_socks(&me);
+            state.flags |= ConnState::LEFT;
+            count(Counter::LeftSockmap, 1);
+        }
     }
 
     /// Records who creates each socket of the pod (runs in the creating task's context).

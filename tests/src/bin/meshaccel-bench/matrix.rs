@@ -104,6 +104,9 @@ pub struct Sample {
     pub redirected_share: Option<f64>,
     /// Why the sample does not count.
     pub invalid: Option<String>,
+    /// An accelerated run that meshaccel's data path deliberately moved to plain TCP
+    /// (a paired connection that streamed batchable sends: `streaming_fallbacks`).
+    pub chose_plain: bool,
 }
 
 impl Sample {
@@ -116,9 +119,13 @@ impl Sample {
             Err(e) => (None, 0, Some(format!("run failed: {e:#}"))),
         };
         let share = (data_bytes > 0).then(|| redirected as f64 / data_bytes as f64);
+        let chose_plain = mode == Mode::Accelerated
+            && counters.get("streaming_fallbacks").is_some_and(|&n| n > 0)
+            && counters.get("sockets_inserted").is_some_and(|&n| n >= 2);
         if invalid.is_none() {
             invalid = match (mode, share) {
                 (Mode::Plain, _) if redirected > 0 => Some(format!("plain run had {redirected} bytes redirected")),
+                (Mode::Accelerated, _) if chose_plain => None,
                 (Mode::Accelerated, _) if redirected == 0 => Some("not redirected (bytes_redirected = 0)".into()),
                 (Mode::Accelerated, Some(s)) if s < MIN_SHARE => {
                     Some(format!("only {:.1} % of {data_bytes} bytes redirected", s * 100.0))
@@ -126,7 +133,7 @@ impl Sample {
                 _ => None,
             };
         }
-        Self { rep, value, data_bytes, counters, redirected_share: share, invalid }
+        Self { rep, value, data_bytes, counters, redirected_share: share, invalid, chose_plain }
     }
 
     fn valid_value(&self) -> Option<f64> {
@@ -174,6 +181,8 @@ pub struct Summary {
     /// Some accelerated sample had less than 90 % of its bytes redirected.
     pub partial: bool,
     pub min_redirected_share: Option<f64>,
+    /// Some valid accelerated sample was moved to plain TCP by meshaccel (streaming).
+    pub chose_plain: bool,
     pub problems: Vec<String>,
 }
 
@@ -188,7 +197,7 @@ impl Summary {
                 Some(key.metric.speedup(p, a.valid_value()?))
             })
             .collect();
-        let shares = runs.accelerated.iter().filter(|a| a.invalid.is_none()).filter_map(|a| a.redirected_share);
+        let shares = runs.accelerated.iter().filter(|a| a.invalid.is_none() && !a.chose_plain).filter_map(|a| a.redirected_share);
         let min_share = shares.reduce(f64::min);
         let problems = [("plain", &runs.plain), ("accelerated", &runs.accelerated)]
             .iter()
@@ -203,6 +212,7 @@ impl Summary {
             valid: !ratios.is_empty(),
             partial: min_share.is_some_and(|s| s < FULL_SHARE),
             min_redirected_share: min_share,
+            chose_plain: runs.accelerated.iter().any(|a| a.invalid.is_none() && a.chose_plain),
             problems,
         }
     }
@@ -228,6 +238,10 @@ mod tests {
         assert!(leaked.invalid.is_some());
         let failed = Sample::judge(0, Mode::Plain, Err(anyhow::anyhow!("timed out")), counters(0));
         assert!(failed.value.is_none() && failed.invalid.unwrap().contains("timed out"));
+        let mut streamed = counters(300);
+        streamed.extend([("streaming_fallbacks".to_string(), 1), ("sockets_inserted".to_string(), 2)]);
+        let streamed = Sample::judge(0, Mode::Accelerated, Ok((1.0, 1_000_000)), streamed);
+        assert!(streamed.invalid.is_none() && streamed.chose_plain);
     }
 
     #[test]

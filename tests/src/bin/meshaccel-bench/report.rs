@@ -112,7 +112,8 @@ impl Report {
              is (bandwidth and rate: accelerated ÷ plain; latency: plain ÷ accelerated), median of the per-repetition ratios \
              (min–max); > 1 is faster. Plain and accelerated values are medians. **AF_UNIX** = the physical limit, a stream \
              socketpair (a path socket for connections) measured the same way. Every accelerated sample was checked against \
-             meshaccel's counters (bytes redirected ≥ 50 % of the bytes carried; plain samples: none redirected).\n",
+             meshaccel's counters (bytes redirected ≥ 50 % of the bytes carried, or — marked ᵖ — the paired connection was \
+             moved to plain TCP by meshaccel's streaming rule, `streaming_fallbacks`; plain samples: none redirected).\n",
             s.qperf, s.reps, s.secs
         );
         let _ = writeln!(out, "| metric | size | pod↔pod ratio | plain | accel | loopback ratio | plain | accel | AF_UNIX |");
@@ -172,6 +173,7 @@ fn ratio_text(c: &Summary, notes: &mut Vec<String>) -> String {
         (true, Some(r)) => format!("**{:.2}×** ({:.2}–{:.2})", r.median, r.min, r.max),
         _ => format!("**invalid** {}", mark(c.problems.join("; "))),
     };
+    let text = if c.valid && c.chose_plain { format!("{text} ᵖ") } else { text };
     if c.valid && (c.partial || !c.problems.is_empty()) {
         let share = c.min_redirected_share.map_or(String::new(), |s| format!("least redirected share {:.0} %; ", s * 100.0));
         return format!("{text} {}", mark(format!("{share}{}", c.problems.join("; "))));

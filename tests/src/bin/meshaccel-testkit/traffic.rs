@@ -35,6 +35,8 @@ struct Opts {
     /// programs do. Default `--io blocking`: every error reaches the caller as it is.
     poll: bool,
     ack_after: Option<u64>,
+    /// `--write-size N`: every write N bytes (default: a cycle of sizes from 1 B to 256 KiB).
+    write_size: Option<usize>,
     delay: Duration,
     timeout: Duration,
     /// Bytes written by all connections so far (for stall detection).
@@ -63,6 +65,7 @@ impl Opts {
                 other => bail!("--io {other}: blocking or poll"),
             },
             ack_after: opt("ack-after")?,
+            write_size: opt("write-size")?.map(|n| (n as usize).clamp(1, 262_144)),
             delay: Duration::from_millis(a.get_or("delay-ms", 0)?),
             timeout: Duration::from_millis(a.get_or("timeout-ms", 30_000)?),
             progress: Arc::default(),
@@ -259,10 +262,12 @@ fn receive(s: &mut TcpStream, stream: &Stream, opts: &Opts, r: &mut Report, mut 
 /// (with `--io poll`, each EAGAIN was followed by POLLOUT, or this failed).
 fn transmit(s: &mut TcpStream, stream: &Stream, opts: &Opts, r: &mut Report) -> Result<()> {
     const SIZES: [usize; 8] = [1, 17, 512, 1448, 4096, 16384, 65536, 262_144];
+    let fixed = opts.write_size.map(|n| [n]);
+    let sizes: &[usize] = fixed.as_ref().map_or(&SIZES, |f| f);
     let (mut buf, mut off, mut eagains) = (vec![0; 262_144], 0u64, 0u64);
     let mut w = &*s;
     let result = (|| {
-        for size in SIZES.iter().cycle() {
+        for size in sizes.iter().cycle() {
             let n = (*size as u64).min(opts.bytes - off) as usize;
             if n == 0 {
                 return Ok(());
