@@ -41,6 +41,12 @@ fn quickest_benchmark_produces_a_table_of_valid_cells() {
         assert!(c["ratio"]["median"].as_f64().unwrap() > 0.0, "{c:#}");
         assert!(c["reference"]["median"].as_f64().unwrap() > 0.0, "{c:#}");
     }
+    let overhead = report["overhead"].as_array().unwrap();
+    assert_eq!(overhead.len(), 3, "{overhead:#?}");
+    for r in overhead {
+        assert!(r["ratio"]["median"].as_f64().unwrap() > 0.0, "overhead row without a valid pair: {r:#}");
+    }
+    assert!(stdout.contains("Overhead on traffic meshaccel does not accelerate"), "{stdout}");
     let plugins: Vec<&str> = report["cni"]["plugins"].as_array().unwrap().iter().map(|p| p["plugin"].as_str().unwrap()).collect();
     assert_eq!(plugins, ["bridge", "meshaccel", "whole chain"]);
     assert_eq!(report["cni"]["plugins"][1]["add"]["n"], 3);

@@ -24,6 +24,7 @@ mod machine;
 mod matrix;
 mod mesh;
 mod opts;
+mod overhead;
 mod qperf;
 mod reference;
 mod report;

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::cni_latency::CniLatency;
-use crate::heatmap;
+use crate::{heatmap, overhead};
 use crate::machine::Machine;
 use crate::matrix::{Key, Matrix, Metric, Sample, Scenario, Summary};
 use crate::opts::{size_label, Opts};
@@ -48,10 +48,11 @@ pub struct Report {
     samples: Vec<CellSamples>,
     reference: Vec<ReferenceSamples>,
     pub cni: CniLatency,
+    pub overhead: Vec<overhead::Row>,
 }
 
 impl Report {
-    pub fn new(o: &Opts, machine: Machine, m: &Matrix, cni: CniLatency, took: Duration) -> Self {
+    pub fn new(o: &Opts, machine: Machine, m: &Matrix, cni: CniLatency, overhead: Vec<overhead::Row>, took: Duration) -> Self {
         let qperf = meshaccel_tests::run("qperf", &["--version"]).map(|v| v.trim().to_string()).unwrap_or_else(|_| "qperf".into());
         Self {
             machine,
@@ -65,6 +66,7 @@ impl Report {
                 .collect(),
             reference: m.reference.iter().map(|(&(metric, size), v)| ReferenceSamples { metric, size, values: v.clone() }).collect(),
             cni,
+            overhead,
         }
     }
 
@@ -143,6 +145,7 @@ impl Report {
                 let _ = writeln!(out, "{n}  ");
             }
         }
+        overhead::markdown(&self.overhead, &mut out);
         let _ = writeln!(
             out,
             "\nCNI latency over {} pods, ms (spawn to exit of each plugin binary, as a runtime waits for it; bridge includes \

@@ -12,7 +12,7 @@ use crate::matrix::{Key, Matrix, Metric, Mode, Sample, Scenario};
 use crate::opts::{size_label, Opts};
 use crate::qperf::{self, Test};
 use crate::report::Report;
-use crate::{cni_latency, machine::Machine, reference};
+use crate::{cni_latency, machine::Machine, overhead, reference};
 
 /// The connection-rate server's port in the server pods.
 const CONN_PORT: u16 = 5301;
@@ -90,7 +90,12 @@ fn conn_client_args<'a>(o: &'a Opts, secs: &'a str, target: [&'a str; 2]) -> Vec
 /// One sample of one cell in one mode: the value and the bytes the test carried.
 fn measure(pods: &Pods, key: Key, mode: Mode, o: &Opts) -> Result<(f64, u64)> {
     let (client, host) = pods.client(key.scenario, mode);
-    let test = match key.metric {
+    measure_from(client, &host, key.metric, key.size, o)
+}
+
+/// One sample from `client` towards the servers at `host`.
+fn measure_from(client: &Pod, host: &str, metric: Metric, size: usize, o: &Opts) -> Result<(f64, u64)> {
+    let test = match metric {
         Metric::PingPong => Test::Latency,
         Metric::Stream => Test::Bandwidth,
         Metric::ConnRate => {
@@ -99,8 +104,41 @@ fn measure(pods: &Pods, key: Key, mode: Mode, o: &Opts) -> Result<(f64, u64)> {
             return conn_rate(client.command(&bench_exe()?, &args)?, o);
         }
     };
-    let m = qperf::run(client, &host, test, key.size, o.secs, o.pin)?;
+    let m = qperf::run(client, host, test, size, o.secs, o.pin)?;
     Ok((m.value, m.data_bytes))
+}
+
+/// What the overhead section measures: bulk and small-write bandwidth, connection rate.
+const OVERHEAD_PLAN: [(Metric, usize); 3] = [(Metric::Stream, 64 << 10), (Metric::Stream, 64), (Metric::ConnRate, 1)];
+
+/// One repetition of the overhead rows: opted-out and accelerated clients against the same
+/// opted-out server, in alternating order; a run that redirected anything does not count.
+fn overhead_rep(node: &TestNode, pods: &Pods, rep: usize, o: &Opts, rows: &mut [overhead::Samples]) -> Result<()> {
+    let host = pods.plain.0.ip().to_string();
+    for (i, (&(metric, size), samples)) in OVERHEAD_PLAN.iter().zip(rows.iter_mut()).enumerate() {
+        let mut values = [None, None];
+        let order = if (rep + i) % 2 == 0 { [0, 1] } else { [1, 0] };
+        for which in order {
+            let client = if which == 0 { &pods.plain.1 } else { &pods.accelerated.1 };
+            let before = counters(node)?;
+            let outcome = measure_from(client, &host, metric, size, o);
+            let redirected = since(counters(node)?, &before).get("bytes_redirected").copied().unwrap_or(0);
+            values[which] = match outcome {
+                Ok(_) if redirected > 0 => {
+                    samples.problem(format!("rep {}: {redirected} bytes redirected", rep + 1));
+                    None
+                }
+                Ok((v, _)) => Some(v),
+                Err(e) => {
+                    samples.problem(format!("rep {}: {e:#}", rep + 1));
+                    None
+                }
+            };
+        }
+        eprintln!("[{}/{}] overhead {} {}: {values:?}", rep + 1, o.reps, metric.short(), size_label(size));
+        samples.push(values[0], values[1]);
+    }
+    Ok(())
 }
 
 /// The AF_UNIX reference for one (metric, size).
@@ -157,6 +195,7 @@ pub fn run(o: &Opts) -> Result<()> {
     unix_server.expect_event("listening", Duration::from_secs(30))?;
 
     let mut m = Matrix::default();
+    let mut overhead_samples: Vec<overhead::Samples> = OVERHEAD_PLAN.iter().map(|_| Default::default()).collect();
     for rep in 0..o.reps {
         for (i, &(metric, size)) in plan.iter().enumerate() {
             for scenario in Scenario::ALL {
@@ -174,13 +213,15 @@ pub fn run(o: &Opts) -> Result<()> {
             let r = reference(metric, size, &unix_path, o).with_context(|| format!("AF_UNIX {} {}", metric.short(), size_label(size)))?;
             m.reference.entry((metric, size)).or_default().push(r);
         }
+        overhead_rep(&node, &pods, rep, o, &mut overhead_samples)?;
     }
+    let overhead: Vec<_> = OVERHEAD_PLAN.iter().zip(&overhead_samples).map(|(&(m, s), x)| x.row(m, s)).collect();
     drop((servers, unix_server));
     let cni = cni_latency::measure(&node, o.pods)?;
     drop(pods);
     drop(node);
     machine.finish();
-    let report = Report::new(o, machine, &m, cni, started.elapsed());
+    let report = Report::new(o, machine, &m, cni, overhead, started.elapsed());
     report.write(&o.out)?;
     print!("{}", report.markdown());
     eprintln!("[bench] wrote {}", o.out.display());
