@@ -19,6 +19,7 @@ pub mod rdma;
 pub mod reach;
 pub mod report;
 pub mod smcgen;
+pub mod syncheck;
 pub mod sysctl;
 
 use std::collections::BTreeMap;
