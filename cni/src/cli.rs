@@ -18,6 +18,8 @@ const USAGE: &str = "usage: meshaccel version
        meshaccel doctor --syn-check ADDR:PORT [--timeout SECS] [--json]
                         (does SMC's TCP option reach ADDR:PORT and come back? no SMC handshake)
        meshaccel smc-stats [--json]   (SMC counters of the caller's netns)
+       meshaccel smc-uninstall [--state-dir DIR] [--json]
+                        (removes the node's UEIDs meshaccel added; run by meshaccel-installer uninstall)
 Run by a container runtime (CNI_COMMAND set), meshaccel is a chained CNI plugin.";
 
 struct Opts {
@@ -132,6 +134,11 @@ pub fn main(args: &[String]) -> Result<()> {
         "smc-stats" => {
             let o = parse(rest)?;
             print(&o, crate::smc::report::stats()?);
+            Ok(())
+        }
+        "smc-uninstall" => {
+            let o = parse(rest)?;
+            print(&o, serde_json::to_value(crate::smc::ueid::uninstall(&o.state_dir)?)?);
             Ok(())
         }
         "help" | "--help" | "-h" => {
