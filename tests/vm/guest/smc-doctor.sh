@@ -71,6 +71,7 @@ check "no UEID $UEID before" no_ueid
 check "ADD podA" cni ADD "$M" podA "$(meshaccel_conf "$SMC" "$PREV_A")" 1
 check "UEID $UEID added" has_ueid
 check "  … recorded as added by meshaccel" test -e "$STATE/smc-ueids/$UEID"
+check "  … doctor lists it as meshaccel's" grep -q "$UEID" <<<"$("$M" doctor --json --state-dir "$STATE" | json 'd["ueidsAddedByMeshaccel"]')"
 check "meshaccel-installer uninstall" uninstall
 check "UEID $UEID removed" no_ueid
 check "  … and its record" test ! -e "$STATE/smc-ueids/$UEID"
@@ -86,6 +87,7 @@ echo "# 5. a UEID that was there before meshaccel stays"
 check "operator adds UEID $UEID" $T ueid add $UEID
 check "ADD podA" cni ADD "$M" podA "$(meshaccel_conf "$SMC" "$PREV_A")" 1
 check "  … does not record the UEID as its own" test ! -e "$STATE/smc-ueids/$UEID"
+check "  … doctor does not list it as meshaccel's" test "$("$M" doctor --json --state-dir "$STATE" | json 'd["ueidsAddedByMeshaccel"]')" = "[]"
 check "meshaccel-installer uninstall" uninstall
 check "UEID $UEID still there" has_ueid
 check "DEL podA" cni DEL "$M" podA "$(meshaccel_conf "$SMC" "")" 1
