@@ -225,7 +225,10 @@ pub fn probe(target: SocketAddr, timeout: Duration) -> Result<Report> {
         if poll(&mut fds, ms).context("poll the raw socket")? == 0 {
             continue;
         }
-        let n = recv(raw.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT).context("read the raw socket")?;
+        let n = match recv(raw.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
+            r => r.context("read the raw socket")?,
+        };
         reply = parse_reply(&buf[..n], target.is_ipv4(), target.port(), port, seq);
     }
     let elapsed_ms = start.elapsed().as_millis() as u64;

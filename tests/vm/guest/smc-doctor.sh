@@ -26,9 +26,12 @@ connections() {
 }
 
 echo "# 1. syn-check: SMC listener, plain TCP listener"
-inns podB timeout 120 $T serve 7100 --explicit >/dev/null & smc_srv=$!
-inns podB timeout 120 $T serve 7101 >/dev/null & tcp_srv=$!
-sleep 2
+inns podB timeout 120 $T serve 7100 --explicit > /tmp/smc-srv.log & smc_srv=$!
+inns podB timeout 120 $T serve 7101 > /tmp/tcp-srv.log & tcp_srv=$!
+# Python starts slowly under TCG: wait until both listen (at most 30 s).
+listening() { cat /tmp/smc-srv.log /tmp/tcp-srv.log 2>/dev/null | grep -c listening; }
+for _ in $(seq 60); do [[ $(listening) -eq 2 ]] && break; sleep 0.5; done
+check "both listeners up" test "$(listening)" = 2
 r=$(syn_check podA "$B:7100"); rc=$?; echo "# $r"
 check "SMC listener: SYN-ACK" test "$(field "$r" answer)" = syn-ack
 check "  … with the SMC option" test "$(field "$r" smcOption)" = True
