@@ -1,5 +1,7 @@
 //! `meshaccel <verb>` when run by a person rather than a container runtime.
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use meshaccel_installer::bpf;
@@ -13,23 +15,43 @@ const USAGE: &str = "usage: meshaccel version
        meshaccel stats  [--json] [--bpffs-root DIR]
        meshaccel status [--json] [--bpffs-root DIR] [--state-dir DIR]
        meshaccel doctor [--json] [--bpffs-root DIR] [--state-dir DIR]
+       meshaccel doctor --syn-check ADDR:PORT [--timeout SECS] [--json]
+                        (does SMC's TCP option reach ADDR:PORT and come back? no SMC handshake)
        meshaccel smc-stats [--json]   (SMC counters of the caller's netns)
+       meshaccel smc-uninstall [--state-dir DIR] [--json]
+                        (removes the node's UEIDs meshaccel added; run by meshaccel-installer uninstall)
 Run by a container runtime (CNI_COMMAND set), meshaccel is a chained CNI plugin.";
 
 struct Opts {
     json: bool,
     root: PathBuf,
     state_dir: PathBuf,
+    syn_check: Option<String>,
+    timeout: Duration,
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
-    let mut o = Opts { json: false, root: DEFAULT_ROOT.into(), state_dir: DEFAULT_STATE_DIR.into() };
+    let mut o = Opts {
+        json: false,
+        root: DEFAULT_ROOT.into(),
+        state_dir: DEFAULT_STATE_DIR.into(),
+        syn_check: None,
+        timeout: Duration::from_secs(3),
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--json" => o.json = true,
             "--bpffs-root" => o.root = it.next().context("--bpffs-root needs a value")?.into(),
             "--state-dir" => o.state_dir = it.next().context("--state-dir needs a value")?.into(),
+            "--syn-check" => o.syn_check = Some(it.next().context("--syn-check needs ADDR:PORT")?.clone()),
+            "--timeout" => {
+                let v = it.next().context("--timeout needs seconds")?;
+                o.timeout = Duration::try_from_secs_f64(v.parse().with_context(|| format!("--timeout {v}"))?)
+                    .ok()
+                    .filter(|t| !t.is_zero())
+                    .with_context(|| format!("--timeout {v}: want seconds > 0"))?;
+            }
             other => bail!("unknown option {other}\n{USAGE}"),
         }
     }
@@ -42,6 +64,18 @@ fn print(o: &Opts, v: Value) {
     } else {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     }
+}
+
+fn syn_check(o: &Opts, target: &str) -> Result<()> {
+    let addr: SocketAddr = target
+        .to_socket_addrs()
+        .with_context(|| format!("--syn-check {target}: want ADDR:PORT"))?
+        .next()
+        .with_context(|| format!("--syn-check {target}: no address"))?;
+    let report = crate::smc::syncheck::probe(addr, o.timeout)?;
+    let ok = report.ok;
+    print(o, serde_json::to_value(report)?);
+    if ok { Ok(()) } else { bail!("the SMC option did not come back from {addr} (see the report)") }
 }
 
 pub fn main(args: &[String]) -> Result<()> {
@@ -89,6 +123,9 @@ pub fn main(args: &[String]) -> Result<()> {
         }
         "doctor" => {
             let o = parse(rest)?;
+            if let Some(target) = &o.syn_check {
+                return syn_check(&o, target);
+            }
             let report = crate::smc::report::doctor(&o.root, &o.state_dir);
             let ok = report["ok"] == json!(true);
             print(&o, report);
@@ -97,6 +134,11 @@ pub fn main(args: &[String]) -> Result<()> {
         "smc-stats" => {
             let o = parse(rest)?;
             print(&o, crate::smc::report::stats()?);
+            Ok(())
+        }
+        "smc-uninstall" => {
+            let o = parse(rest)?;
+            print(&o, serde_json::to_value(crate::smc::ueid::uninstall(&o.state_dir)?)?);
             Ok(())
         }
         "help" | "--help" | "-h" => {

@@ -3,6 +3,7 @@
 //! (everything, pins and per-pod links included).
 use std::fs;
 use std::path::PathBuf;
+use std::process::Command;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -251,8 +252,33 @@ pub fn install_once(cfg: Config, log: Logger) -> Result<()> {
     Ok(())
 }
 
+/// The node-level SMC UEIDs the plugin added (and only those): removed by the plugin
+/// binary this image ships, because the SMC generic netlink client is the plugin's. The
+/// plugin's per-pod SMC records stay: a pod's DEL restores its netns from them, and this
+/// container does not see the pods' netns.
+fn remove_smc_ueids(cfg: &Config, log: &Logger) -> Result<()> {
+    let state = cfg.state_dir();
+    if !StateDir(&state).has_smc_ueids() {
+        return Ok(());
+    }
+    let plugin = &cfg.plugin_binary;
+    let out = Command::new(plugin)
+        .args(["smc-uninstall", "--json", "--state-dir"])
+        .arg(&state)
+        .output()
+        .with_context(|| format!("run {} smc-uninstall", plugin.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{} smc-uninstall: {}",
+        plugin.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    info!(log, "removed the SMC UEIDs meshaccel added"; "result" => String::from_utf8_lossy(&out.stdout).trim().to_string());
+    Ok(())
+}
+
 /// Removes everything: the chain entry, the plugin binaries, the pins (which detaches
-/// every pod) and the attachment records. A daemon running in the same pod stops
+/// every pod), the attachment records and the SMC UEIDs meshaccel added. A daemon running in the same pod stops
 /// reconciling first, so it does not put anything back.
 pub fn uninstall(cfg: Config, log: Logger) -> Result<()> {
     let state = cfg.state_dir();
@@ -270,6 +296,7 @@ pub fn uninstall(cfg: Config, log: Logger) -> Result<()> {
         StateDir(&state).remove(id).with_context(|| format!("remove the record of {id}"))?;
     }
     info!(log, "removed attachment records"; "records" => records.len());
+    remove_smc_ueids(&cfg, &log)?;
     if cfg.pod_uid.is_empty() {
         // Not in a pod: nothing is left to keep from reinstalling.
         files::remove_if_exists(&marker(&cfg))?;

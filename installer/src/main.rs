@@ -19,7 +19,8 @@ enum Verb {
     Run,
     /// One install pass, then exit.
     Install,
-    /// Remove everything: chain entry, plugin binary, pins, per-pod links, records.
+    /// Remove everything: chain entry, plugin binary, pins, per-pod links, records, the SMC
+    /// UEIDs meshaccel added (per-pod SMC records stay for the pods' DEL).
     Uninstall,
     /// Print the effective settings and the conflist entry as JSON, then exit.
     Config,

@@ -27,7 +27,22 @@ pub struct AttachmentState {
 
 pub struct StateDir<'a>(pub &'a Path);
 
+/// Under the state dir: one empty file per node-level SMC UEID that the plugin added (not
+/// one that was there before it), named after the UEID. `uninstall` has the plugin remove
+/// exactly those (the SMC netlink client lives in the plugin).
+pub const SMC_UEIDS_DIR: &str = "smc-ueids";
+
 impl StateDir<'_> {
+    /// The directory of the UEIDs the plugin added.
+    pub fn smc_ueids(&self) -> PathBuf {
+        self.0.join(SMC_UEIDS_DIR)
+    }
+
+    /// Whether the plugin recorded adding any UEID.
+    pub fn has_smc_ueids(&self) -> bool {
+        fs::read_dir(self.smc_ueids()).is_ok_and(|mut d| d.next().is_some())
+    }
+
     fn file(&self, id: &AttachmentId) -> PathBuf {
         self.0.join(format!("{id}.json"))
     }

@@ -285,3 +285,44 @@ fn mounts_bpffs_only_when_allowed() {
     assert!(err.contains("mounted a bpf filesystem"), "{err}");
     assert!(bpf::is_loaded(&meshaccel_installer::pins::Pins::new(&root)));
 }
+
+/// The plugin, which added the UEID, removes it: uninstall runs the image's plugin binary
+/// (here a stand-in that records how it was called) only when a UEID was recorded, and
+/// leaves the per-pod SMC records for the pods' DEL. (The real removal, and a UEID that
+/// predates meshaccel staying, are tested on an SMC kernel: tests/vm/guest/smc-doctor.sh.)
+#[test]
+fn uninstall_has_the_plugin_remove_the_ueids_it_added() {
+    use std::os::unix::fs::PermissionsExt;
+    let node = Node::new("ueid");
+    let calls = node.dir.join("plugin-calls");
+    let stand_in = |exit: u8| {
+        let script = format!("#!/bin/sh\necho \"$@\" >> {}\necho refused >&2\nexit {exit}\n", calls.display());
+        fs::write(&node.plugin, script).unwrap();
+        fs::set_permissions(&node.plugin, fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    let ueids = node.state.join("smc-ueids");
+    fs::create_dir_all(&ueids).unwrap();
+    fs::write(ueids.join("MESHACCEL-TEST"), b"").unwrap();
+    let pod_record = node.state.join("smc/sandbox9-eth0.json");
+    fs::create_dir_all(pod_record.parent().unwrap()).unwrap();
+    fs::write(&pod_record, b"{}").unwrap();
+
+    stand_in(1);
+    let out = node.run(node.command("uninstall"));
+    assert!(!out.status.success(), "a refused UEID removal must fail the uninstall");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    stand_in(0);
+    let out = node.run(node.command("uninstall"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = format!("smc-uninstall --json --state-dir {}", node.state.display());
+    assert_eq!(fs::read_to_string(&calls).unwrap().lines().collect::<Vec<_>>(), [want.as_str(), want.as_str()]);
+    assert!(pod_record.exists(), "per-pod SMC record kept for the pod's DEL");
+
+    // Nothing recorded: the plugin is not run (a UEID meshaccel did not add is not its to remove).
+    fs::remove_dir_all(&ueids).unwrap();
+    fs::remove_file(&calls).unwrap();
+    let out = node.run(node.command("uninstall"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!calls.exists(), "plugin run without a recorded UEID");
+}

@@ -8,7 +8,9 @@ VM_CACHE=${VM_CACHE:-/var/cache/meshaccel-vm}
 META=linux-image-6.12-amd64
 # Loaded in this order by /init (dependencies first).
 MODULES=(crc32_generic crc32-pclmul ib_core ib_uverbs udp_tunnel ip6_udp_tunnel rdma_rxe
-         smc smc_diag dummy ipvlan veth llc stp bridge netfs 9pnet 9pnet_virtio 9p)
+         smc smc_diag dummy ipvlan veth llc stp bridge netfs 9pnet 9pnet_virtio 9p
+         # iptables-legacy's mangle table and TCPOPTSTRIP (a path that strips SMC's option)
+         x_tables xt_tcpudp xt_TCPOPTSTRIP ip_tables iptable_mangle)
 
 mkdir -p "$VM_CACHE"
 cd "$VM_CACHE"

@@ -29,7 +29,12 @@ fi
 
 out=$(mktemp -d /tmp/meshaccel-vm.XXXXXX)
 trap 'rm -rf "$out"' EXIT
-printf 'MESHACCEL_BIN=%q\nREPO=%q\n' "$MESHACCEL_BIN" "$repo" > "$out/env"
+# The installer's uninstall, for the guest scripts that test it (INSTALLER_BIN selects a prebuilt one).
+if [[ -z ${INSTALLER_BIN:-} ]]; then
+  (cd "$repo" && cargo build -q -p meshaccel-installer --bin meshaccel-installer)
+  INSTALLER_BIN=$repo/target/debug/meshaccel-installer
+fi
+printf 'MESHACCEL_BIN=%q\nREPO=%q\nINSTALLER_BIN=%q\n' "$MESHACCEL_BIN" "$repo" "$INSTALLER_BIN" > "$out/env"
 vm_args=("${@:2}")
 echo "VM_ARGS=(${vm_args[*]@Q})" >> "$out/env"
 read -ra cargo_tests <<<"$(sed -n 's/^# vm-cargo-tests: *//p' "$script")"

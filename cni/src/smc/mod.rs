@@ -19,7 +19,9 @@ pub mod rdma;
 pub mod reach;
 pub mod report;
 pub mod smcgen;
+pub mod syncheck;
 pub mod sysctl;
+pub mod ueid;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -162,7 +164,7 @@ pub fn setup(req: &Request, log: &Logger) -> Result<SmcState, SmcError> {
     let mode = convert::resolve(conf.mode, req.netns).map_err(unavailable)?;
     info!(log, "SMC mode chosen"; "configured" => ?conf.mode, "mode" => ?mode, "rdmaDevice" => &port.device);
     if let Some(ueid) = &conf.ueid {
-        nl.add_ueid(ueid).map_err(unavailable).map_err(|e| with_context(e, "add UEID"))?;
+        ueid::ensure(req.state_dir, &mut nl, ueid).map_err(unavailable).map_err(|e| with_context(e, "add UEID"))?;
     }
     reach::gate(req.state_dir, &port, conf.reachability_ttl, log).map_err(unavailable)?;
     link_device(&pnet_id, &port)?;
@@ -288,7 +290,7 @@ fn in_pod_setup(
 
 /// DEL (and rollback): deselects the netns, then, if the netns still exists, removes the
 /// pod's PNET entry and restores the sysctls. Idempotent. The device's PNET entry and the
-/// UEID are node-level and stay.
+/// UEID are node-level and stay (uninstall removes the UEID if meshaccel added it: [`ueid`]).
 pub fn teardown(bpffs_root: &Path, st: &SmcState) -> anyhow::Result<()> {
     if st.netns_cookie != 0 {
         fmodret::deselect(&fmodret::SmcPins::new(bpffs_root), st.netns_cookie)?;

@@ -47,6 +47,8 @@ pub fn doctor(bpffs_root: &Path, state_dir: &Path) -> Value {
         "rdmaPorts": check(active, json!(ports)),
         "pnetTable": pnet,
         "ueids": ueids,
+        // Those uninstall removes; the others were there before meshaccel.
+        "ueidsAddedByMeshaccel": super::ueid::recorded(state_dir),
         "sysctls": result(sysctl::available()),
         "conversion": {
             "autoMode": mode,

@@ -17,7 +17,6 @@ const CMD_GET_STATS: u8 = 7;
 const CMD_GET_FBACK_STATS: u8 = 8;
 const CMD_DUMP_UEID: u8 = 9;
 const CMD_ADD_UEID: u8 = 10;
-#[allow(dead_code)] // see remove_ueid
 const CMD_REMOVE_UEID: u8 = 11;
 
 const GEN_SYS_INFO: u16 = 1;
@@ -65,17 +64,16 @@ impl SmcNl {
             .collect())
     }
 
-    /// Adds a UEID; one already present is success.
-    pub fn add_ueid(&mut self, ueid: &str) -> Result<(), GenlError> {
+    /// Adds a UEID: `true` when this call added it, `false` when it was there already.
+    pub fn add_ueid(&mut self, ueid: &str) -> Result<bool, GenlError> {
         match self.0.call(CMD_ADD_UEID, vec![eid_attr(ueid)]) {
-            Err(e) if e.errno() == Some(libc::EEXIST) => Ok(()),
-            r => r,
+            Ok(()) => Ok(true),
+            Err(e) if e.errno() == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
-    // Not called yet: the node's UEID outlives pods, and the installer's uninstall does not
-    // remove it (noted as open work on issue 4).
-    #[allow(dead_code)]
+    /// Removes a UEID; one already gone is success.
     pub fn remove_ueid(&mut self, ueid: &str) -> Result<(), GenlError> {
         match self.0.call(CMD_REMOVE_UEID, vec![eid_attr(ueid)]) {
             Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),

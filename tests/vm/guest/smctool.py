@@ -5,6 +5,8 @@
   smctool.py serve PORT [--explicit]      echo one connection, report own smc_diag entry
   smctool.py client IP PORT BYTES [--explicit]
                                           send BYTES random bytes, check the echo, report
+  smctool.py ueid add|del UEID            the node's UEID table, as an operator's `smcd ueid`
+                                          would change it (meshaccel not involved)
 Sockets are plain socket(AF_INET, SOCK_STREAM, 0) unless --explicit (IPPROTO_SMC), so a
 converted pod shows SMC without the application knowing.
 """
@@ -50,6 +52,47 @@ def diag():
                 a += (alen + 3) & ~3
             out.append(e)
             off += (ln + 3) & ~3
+
+
+def genl(family, cmd, attrs=b""):
+    """One generic netlink request (resolving FAMILY through nlctrl); raises on a NACK."""
+    def request(s, typ, cmd, attrs, seq):
+        msg = struct.pack("=BBH", cmd, 1, 0) + attrs
+        s.send(struct.pack("=IHHII", 16 + len(msg), typ, 1 | 4, seq, 0) + msg)  # REQUEST|ACK
+        data = s.recv(65536)
+        out = []
+        off = 0
+        while off < len(data):
+            ln, t, _, _, _ = struct.unpack_from("=IHHII", data, off)
+            if t == 2:  # NLMSG_ERROR: 0 is the ACK
+                err = -struct.unpack_from("=i", data, off + 16)[0]
+                if err:
+                    raise OSError(err, os.strerror(err))
+            else:
+                out.append(data[off + 20: off + ln])
+            off += (ln + 3) & ~3
+        return out
+
+    def attr(kind, value):
+        a = struct.pack("=HH", 4 + len(value), kind) + value
+        return a + b"\0" * (-len(a) % 4)
+
+    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 16)  # NETLINK_GENERIC
+    reply = request(s, 0x10, 3, attr(2, family.encode() + b"\0"), 1)  # nlctrl GETFAMILY, NAME
+    body, fid = reply[0], None
+    while body:
+        alen, kind = struct.unpack_from("=HH", body)
+        if kind == 1:  # CTRL_ATTR_FAMILY_ID
+            fid = struct.unpack_from("=H", body, 4)[0]
+        body = body[(alen + 3) & ~3:]
+    request(s, fid, cmd, attrs, 2)
+
+
+def ueid(op, name):
+    # SMC_GEN_NETLINK ADD_UEID=10 / REMOVE_UEID=11; SMC_NLA_EID_TABLE_ENTRY=1 is 32 blank
+    # padded characters plus the NUL.
+    genl("SMC_GEN_NETLINK", {"add": 10, "del": 11}[op],
+         struct.pack("=HH", 37, 1) + name.ljust(32).encode() + b"\0" + b"\0" * 3)
 
 
 def mine(port, local):
@@ -125,6 +168,8 @@ def main(a):
         serve(int(a[1]), explicit)
     elif a[0] == "client":
         client(a[1], int(a[2]), int(a[3]), explicit)
+    elif a[0] == "ueid":
+        ueid(a[1], a[2])
     elif a[0] == "hold":  # a plain socket() that stays open, for conversion checks
         s = sock(explicit)
         report(event="open")
