@@ -12,7 +12,8 @@ use crate::state::StateDir;
 const USAGE: &str = "usage: meshaccel version
        meshaccel stats  [--json] [--bpffs-root DIR]
        meshaccel status [--json] [--bpffs-root DIR] [--state-dir DIR]
-       meshaccel doctor [--json] [--bpffs-root DIR] [--state-dir DIR]
+       meshaccel doctor [--json] [--bpffs-root DIR] [--state-dir DIR] [--probe [--peer IP:PORT]… [--timeout-ms N]]
+       meshaccel rdma-responder --listen IP:PORT [--timeout-ms N] [--max-conns N]
        meshaccel smc-stats [--json]   (SMC counters of the caller's netns)
 Run by a container runtime (CNI_COMMAND set), meshaccel is a chained CNI plugin.";
 
@@ -84,16 +85,19 @@ pub fn main(args: &[String]) -> Result<()> {
                 "backpressureAccountingError": (loaded && !accounting).then(bpf::accounting_unavailable_reason).flatten(),
                 "attachments": pods,
                 "smc": smc,
+                "rdmaReachability": crate::smc::reach::report(&o.state_dir),
             }));
             Ok(())
         }
         "doctor" => {
-            let o = parse(rest)?;
-            let report = crate::smc::report::doctor(&o.root, &o.state_dir);
+            let (probe, rest) = crate::smc::report::take_probe_args(rest)?;
+            let o = parse(&rest)?;
+            let report = crate::smc::report::doctor(&o.root, &o.state_dir, probe.as_ref());
             let ok = report["ok"] == json!(true);
             print(&o, report);
             if ok { Ok(()) } else { bail!("node is not ready for SMC-R (see the report)") }
         }
+        "rdma-responder" => crate::smc::responder::main(rest),
         "smc-stats" => {
             let o = parse(rest)?;
             print(&o, crate::smc::report::stats()?);
