@@ -13,7 +13,7 @@ const USAGE: &str = "usage: meshaccel version
        meshaccel stats  [--json] [--bpffs-root DIR]
        meshaccel status [--json] [--bpffs-root DIR] [--state-dir DIR]
        meshaccel doctor [--json] [--bpffs-root DIR] [--state-dir DIR] [--probe [--peer IP:PORT]… [--timeout-ms N]]
-       meshaccel rdma-responder --listen IP:PORT [--timeout-ms N] [--max-conns N]
+       meshaccel rdma-responder --listen IP:PORT [--timeout-ms N] [--max-conns N] [--log-level L]
        meshaccel smc-stats [--json]   (SMC counters of the caller's netns)
 Run by a container runtime (CNI_COMMAND set), meshaccel is a chained CNI plugin.";
 

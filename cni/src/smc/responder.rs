@@ -15,16 +15,17 @@ use slog::{debug, info, o, warn, Logger};
 use super::probe::DEFAULT_TIMEOUT_MS;
 use super::verbs::{self, Channel, Completion, Endpoint};
 
-pub const USAGE: &str = "meshaccel rdma-responder --listen IP:PORT [--timeout-ms N] [--max-conns N]";
+pub const USAGE: &str = "meshaccel rdma-responder --listen IP:PORT [--timeout-ms N] [--max-conns N] [--log-level L]";
 
 pub struct Options {
     pub listen: SocketAddr,
     pub timeout: Duration,
     pub max_conns: usize,
+    pub log_level: slog::Level,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
-    let (mut listen, mut timeout_ms, mut max_conns) = (None, DEFAULT_TIMEOUT_MS, 32usize);
+    let (mut listen, mut timeout_ms, mut max_conns, mut log_level) = (None, DEFAULT_TIMEOUT_MS, 32usize, slog::Level::Info);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || it.next().with_context(|| format!("{a} needs a value\nusage: {USAGE}"));
@@ -32,6 +33,10 @@ fn parse(args: &[String]) -> Result<Options> {
             "--listen" => listen = Some(value()?.parse::<SocketAddr>().context("--listen IP:PORT")?),
             "--timeout-ms" => timeout_ms = value()?.parse().context("--timeout-ms")?,
             "--max-conns" => max_conns = value()?.parse().context("--max-conns")?,
+            "--log-level" => {
+                let v = value()?;
+                log_level = crate::logging::parse_level(v).with_context(|| format!("--log-level {v}"))?
+            }
             other => bail!("unknown option {other}\nusage: {USAGE}"),
         }
     }
@@ -39,12 +44,12 @@ fn parse(args: &[String]) -> Result<Options> {
     if timeout_ms == 0 || max_conns == 0 {
         bail!("--timeout-ms and --max-conns must be positive");
     }
-    Ok(Options { listen, timeout: Duration::from_millis(timeout_ms), max_conns })
+    Ok(Options { listen, timeout: Duration::from_millis(timeout_ms), max_conns, log_level })
 }
 
 pub fn main(args: &[String]) -> Result<()> {
     let opts = parse(args)?;
-    let log = crate::logging::logger("", slog::Level::Info).new(o!("cmd" => "rdma-responder"));
+    let log = crate::logging::logger("", opts.log_level).new(o!("cmd" => "rdma-responder"));
     let r = Responder::bind(opts.listen)?;
     info!(log, "listening for RDMA reachability probes"; "listen" => %opts.listen,
           "timeoutMs" => opts.timeout.as_millis() as u64, "maxConns" => opts.max_conns);
@@ -92,19 +97,23 @@ impl Responder {
                         // Dropping the request's id rejects it.
                     }
                     EventType::ConnectRequest => match accept(&id) {
-                        Ok(ep) => conns.push(Conn { ep, id, deadline: Instant::now() + opts.timeout }),
+                        Ok(ep) => {
+                            info!(log, "accepted a probe connection"; "inFlight" => conns.len() + 1);
+                            conns.push(Conn { ep, id, deadline: Instant::now() + opts.timeout })
+                        }
                         Err(e) => warn!(log, "cannot accept a probe"; "error" => format!("{e:#}")),
                     },
                     EventType::Established => debug!(log, "probe connection established"),
+                    EventType::TimewaitExit => {}
                     EventType::Disconnected
                     | EventType::ConnectError
                     | EventType::Unreachable
                     | EventType::Rejected
                     | EventType::DeviceRemoval => conns.retain(|c| !Arc::ptr_eq(&c.id, &id)),
-                    _ => {}
+                    other => debug!(log, "CM event"; "event" => ?other),
                 }
             }
-            let now = Instant::now();
+            let (now, before) = (Instant::now(), conns.len());
             conns.retain_mut(|c| match serve(c) {
                 Ok(true) => {
                     info!(log, "answered a probe");
@@ -121,6 +130,9 @@ impl Responder {
                     false
                 }
             });
+            if before != conns.len() {
+                debug!(log, "connections released"; "inFlight" => conns.len());
+            }
         }
     }
 }

@@ -118,7 +118,8 @@ fn describe_status(status: i32) -> String {
     match status {
         0 => String::new(),
         s if s < 0 => format!(": {}", std::io::Error::from_raw_os_error(-s)),
-        // Positive: an IB CM reject reason (28 = consumer reject, e.g. nothing listening).
+        // Positive: an IB CM reject reason.
+        8 => ": IB CM reject reason 8, invalid service ID: nothing listens on that port".into(),
         s => format!(": IB CM reject reason {s}"),
     }
 }
@@ -144,7 +145,10 @@ impl Endpoint {
     pub fn new(id: &Identifier) -> Result<Self> {
         let ctx = id.get_device_context().context("CM id has no RDMA device")?;
         let pd = ctx.alloc_pd().context("ibv_alloc_pd")?;
-        let cq = ctx.create_cq_builder().setup_cqe(4).build().context("ibv_create_cq")?;
+        let mut cq = ctx.create_cq_builder().setup_cqe(4).build().context("ibv_create_cq")?;
+        // One completion per ibv_poll_cq: `poll` hands out one and drops the poller, which
+        // would lose the rest of a batch (the send's and the receive's can arrive together).
+        Arc::get_mut(&mut cq).context("fresh CQ shared")?.setup_poll_batch(std::num::NonZeroU32::MIN);
         let mut buf = Box::new([0u8; MSG_LEN]);
         // SAFETY: `buf` is heap memory owned by the Endpoint and dropped after the MR.
         let mr = unsafe { pd.reg_mr(buf.as_mut_ptr() as usize, MSG_LEN, AccessFlags::LocalWrite) }.context("ibv_reg_mr")?;
