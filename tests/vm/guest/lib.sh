@@ -107,9 +107,16 @@ stat_of() { # POD EXPR over smc-stats JSON
 peer_up() {
   pod_up "$1" "$2" >/dev/null || return 1
   PEER="$(pod_ip "$1"):7471"
-  # ip netns exec execs: the PID is the responder's.
   inns "$1" "$M" rdma-responder --listen "$PEER" --log-level debug > "/tmp/responder-$1.log" 2>&1 & PEER_PID=$!
-  for _ in $(seq 150); do grep -q listening "/tmp/responder-$1.log" && return 0; sleep 0.2; done
+  for _ in $(seq 150); do
+    if grep -q listening "/tmp/responder-$1.log"; then
+      # The job is a subshell (inns is a function): the responder is its child.
+      local child; child=$(awk '{print $1}' "/proc/$PEER_PID/task/$PEER_PID/children" 2>/dev/null)
+      PEER_PID=${child:-$PEER_PID}
+      return 0
+    fi
+    sleep 0.2
+  done
   echo "responder did not start: $(cat "/tmp/responder-$1.log")" >&2; return 1
 }
 
