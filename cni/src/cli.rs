@@ -14,9 +14,10 @@ use crate::state::StateDir;
 const USAGE: &str = "usage: meshaccel version
        meshaccel stats  [--json] [--bpffs-root DIR]
        meshaccel status [--json] [--bpffs-root DIR] [--state-dir DIR]
-       meshaccel doctor [--json] [--bpffs-root DIR] [--state-dir DIR]
+       meshaccel doctor [--json] [--bpffs-root DIR] [--state-dir DIR] [--probe [--peer IP:PORT]… [--timeout-ms N]]
        meshaccel doctor --syn-check ADDR:PORT [--timeout SECS] [--json]
                         (does SMC's TCP option reach ADDR:PORT and come back? no SMC handshake)
+       meshaccel rdma-responder --listen IP:PORT [--timeout-ms N] [--max-conns N] [--log-level L]
        meshaccel smc-stats [--json]   (SMC counters of the caller's netns)
        meshaccel smc-uninstall [--state-dir DIR] [--json]
                         (removes the node's UEIDs meshaccel added; run by meshaccel-installer uninstall)
@@ -118,19 +119,22 @@ pub fn main(args: &[String]) -> Result<()> {
                 "backpressureAccountingError": (loaded && !accounting).then(bpf::accounting_unavailable_reason).flatten(),
                 "attachments": pods,
                 "smc": smc,
+                "rdmaReachability": crate::smc::reach::report(&o.state_dir),
             }));
             Ok(())
         }
         "doctor" => {
-            let o = parse(rest)?;
+            let (probe, rest) = crate::smc::report::take_probe_args(rest)?;
+            let o = parse(&rest)?;
             if let Some(target) = &o.syn_check {
                 return syn_check(&o, target);
             }
-            let report = crate::smc::report::doctor(&o.root, &o.state_dir);
+            let report = crate::smc::report::doctor(&o.root, &o.state_dir, probe.as_ref());
             let ok = report["ok"] == json!(true);
             print(&o, report);
             if ok { Ok(()) } else { bail!("node is not ready for SMC-R (see the report)") }
         }
+        "rdma-responder" => crate::smc::responder::main(rest),
         "smc-stats" => {
             let o = parse(rest)?;
             print(&o, crate::smc::report::stats()?);

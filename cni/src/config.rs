@@ -285,6 +285,29 @@ mod tests {
     }
 
     #[test]
+    fn smc_probe_conf_is_validated_at_add() {
+        let ok = PluginConf::from_netconf(&netconf(serde_json::json!({
+            "smc": {"probe": {"peers": ["10.0.0.2:7471", "[fd00::2]:7471"], "timeoutMs": 1500}}
+        })))
+        .unwrap();
+        assert_eq!(ok.smc.probe.peers.len(), 2);
+        assert_eq!(PluginConf::from_netconf(&netconf(serde_json::json!({}))).unwrap().smc.probe.timeout_ms, 2000);
+        for bad in [
+            serde_json::json!({"smc": {"probe": {"peers": ["10.0.0.2"]}}}),
+            serde_json::json!({"smc": {"probe": {"peers": "10.0.0.2:7471"}}}),
+            serde_json::json!({"smc": {"probe": {"timeoutMs": 5}}}),
+            serde_json::json!({"smc": {"probe": {"trust": "yes"}}}),
+            serde_json::json!({"smc": {"probe": {"trust": true, "peers": ["10.0.0.2:7471"]}}}),
+            serde_json::json!({"smc": {"probe": {"timeout": 100}}}),
+            serde_json::json!({"smc": {"reachabilityTtl": 0}}),
+        ] {
+            let e = PluginConf::from_netconf(&netconf(bad.clone())).unwrap_err();
+            assert_eq!(u32::from(&e), 7, "{bad}: {e}");
+            assert!(e.to_string().contains("smc"), "{bad}: the error names the key: {e}");
+        }
+    }
+
+    #[test]
     fn typo_errors_name_the_key_path() {
         let e = PluginConf::from_netconf(&netconf(serde_json::json!({"sockmap": {"enable": true}}))).unwrap_err();
         assert!(e.to_string().contains("sockmap"), "{e}");

@@ -46,10 +46,13 @@ fn pod_spec() -> Value {
     daemonset()["spec"]["template"]["spec"].clone()
 }
 
-fn container() -> Value {
+fn container_named(name: &str) -> Value {
     let c = pod_spec()["containers"].as_array().unwrap().clone();
-    assert_eq!(c.len(), 1);
-    c[0].clone()
+    c.into_iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no container {name}"))
+}
+
+fn container() -> Value {
+    container_named("installer")
 }
 
 /// The ConfigMap's config.yaml as the installer resolves it.
@@ -122,6 +125,20 @@ fn daemonset_runs_privileged_on_every_node_before_the_network() {
     assert_eq!(c["securityContext"]["privileged"], true);
     let env = c["env"].as_array().unwrap();
     assert!(env.iter().any(|e| e["name"] == "MESHACCEL_POD_UID" && e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.uid"));
+}
+
+#[test]
+fn every_node_answers_rdma_reachability_probes() {
+    let names: Vec<Value> = pod_spec()["containers"].as_array().unwrap().iter().map(|c| c["name"].clone()).collect();
+    assert_eq!(names, [json!("installer"), json!("rdma-responder")]);
+    let r = container_named("rdma-responder");
+    assert_eq!(r["image"], container()["image"], "the responder is the plugin binary the installer ships");
+    let cmd: Vec<&str> = r["command"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert_eq!(cmd[..2], ["/opt/meshaccel/bin/meshaccel", "rdma-responder"]);
+    let listen = cmd[cmd.iter().position(|a| *a == "--listen").unwrap() + 1];
+    assert!(listen.parse::<std::net::SocketAddr>().is_ok(), "--listen {listen}");
+    assert_eq!(r["securityContext"]["privileged"], true, "needs /dev/infiniband");
+    assert!(r["resources"]["limits"]["memory"].is_string(), "bounded memory");
 }
 
 #[test]

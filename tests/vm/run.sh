@@ -19,7 +19,7 @@ VM_TIMEOUT=${VM_TIMEOUT:-540}
 for tool in qemu-system-x86_64 busybox; do
   command -v "$tool" >/dev/null || { echo "missing $tool: run tests/setup" >&2; exit 1; }
 done
-bash "$here/build-initramfs.sh"
+initrd=$(bash "$here/build-initramfs.sh")
 # The guest runs what the host built (over the read-only 9p share of /); MESHACCEL_BIN
 # selects a prebuilt plugin instead.
 if [[ -z ${MESHACCEL_BIN:-} ]]; then
@@ -62,7 +62,7 @@ echo "vm: booting ($script, timeout ${VM_TIMEOUT}s)" >&2
 set +e
 timeout --kill-after=10 "$VM_TIMEOUT" qemu-system-x86_64 \
   -accel tcg,thread=multi -cpu max -smp 2 -m 2048 \
-  -kernel "$VM_CACHE/vmlinuz" -initrd "$VM_CACHE/initramfs.cpio.gz" \
+  -kernel "$VM_CACHE/vmlinuz" -initrd "$initrd" \
   -append "console=ttyS0 quiet panic=-1 meshaccel.test=$script" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
   -virtfs local,path="$out",mount_tag=out,security_model=none \

@@ -24,7 +24,7 @@ pub enum Mode {
 /// The mode a pod in `netns` gets, or why none can be had.
 pub fn resolve(configured: Mode, netns: &Path) -> Result<Mode> {
     let has_tcp2smc = super::netns::run_in(netns, || Ok(Path::new("/proc/sys/net/smc").join(TCP2SMC_NAME).exists()))?;
-    pick(configured, has_tcp2smc, || super::fmodret::kernel_supports())
+    pick(configured, has_tcp2smc, super::fmodret::kernel_supports)
 }
 
 fn pick(configured: Mode, has_tcp2smc: bool, bpf: impl Fn() -> Result<()>) -> Result<Mode> {

@@ -7,7 +7,8 @@
 //!   have it (Alibaba Cloud Linux), else the `update_socket_protocol` fmod_ret program
 //!   ([`fmodret`]) with the pod's netns cookie in its map.
 //! * `net.smc.*` sysctls in the pod netns ([`sysctl`]), old values saved for DEL.
-//! * Nothing is enabled until the node's RDMA path has been verified ([`reach`]).
+//! * Nothing is enabled until RDMA has been verified both ways to the configured peers
+//!   ([`reach`], [`probe`]; the peers run [`responder`]).
 pub mod attach;
 pub mod btf;
 pub mod convert;
@@ -15,13 +16,16 @@ pub mod fmodret;
 pub mod genl;
 pub mod netns;
 pub mod pnet;
+pub mod probe;
 pub mod rdma;
 pub mod reach;
 pub mod report;
+pub mod responder;
 pub mod smcgen;
 pub mod syncheck;
 pub mod sysctl;
 pub mod ueid;
+pub mod verbs;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,7 +38,7 @@ use slog::{info, Logger};
 pub use convert::Mode;
 
 /// The `smc` object of the network conf.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SmcConf {
     /// Network default; the pod annotation `meshaccel.io/smc` overrides it.
@@ -58,6 +62,24 @@ pub struct SmcConf {
     /// Seconds a node's RDMA reachability verdict is trusted before it is re-checked.
     #[serde(default = "reach::default_ttl")]
     pub reachability_ttl: u64,
+    /// The two-way RDMA reachability probe that must pass before any pod gets SMC.
+    #[serde(default)]
+    pub probe: probe::ProbeConf,
+}
+
+impl Default for SmcConf {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            mode: Mode::default(),
+            pnet_id: None,
+            rdma_device: None,
+            sysctls: BTreeMap::new(),
+            ueid: None,
+            reachability_ttl: reach::default_ttl(),
+            probe: probe::ProbeConf::default(),
+        }
+    }
 }
 
 impl SmcConf {
@@ -73,6 +95,10 @@ impl SmcConf {
         if let Some(u) = &self.ueid {
             smcgen::check_ueid(u)?;
         }
+        if self.reachability_ttl == 0 {
+            return Err("reachabilityTtl must be at least 1 (seconds)".into());
+        }
+        self.probe.validate()?;
         self.sysctl_values().map(drop)
     }
 
@@ -166,7 +192,8 @@ pub fn setup(req: &Request, log: &Logger) -> Result<SmcState, SmcError> {
     if let Some(ueid) = &conf.ueid {
         ueid::ensure(req.state_dir, &mut nl, ueid).map_err(unavailable).map_err(|e| with_context(e, "add UEID"))?;
     }
-    reach::gate(req.state_dir, &port, conf.reachability_ttl, log).map_err(unavailable)?;
+    // From the pod's netns: the probe takes the path (eth0's GID) SMC would take.
+    reach::gate(req.state_dir, &port, &conf.probe, conf.reachability_ttl, req.netns, log).map_err(unavailable)?;
     link_device(&pnet_id, &port)?;
 
     let mut st = SmcState {

@@ -3,12 +3,10 @@
 //! Why a gate at all: when RoCE works in one direction only while TCP works, an SMC
 //! handshake can split (client SMC-R, server fallen back) and the client's close() then
 //! sleeps uninterruptibly for ever (rxe retries without end; no kernel knob prevents it).
-//! So no pod gets SMC until the node's RDMA path is verified, and a failed verdict stops
-//! enabling it until a later check passes.
-//!
-//! The check today is local: the chosen port is ACTIVE and has RoCE GIDs. A verdict can
-//! also be written by an operator or node agent (`meshaccel doctor` shows it): a
-//! `"verified": false` verdict younger than the TTL blocks SMC for new pods.
+//! So no pod gets SMC until RDMA has been seen working both ways to every configured peer
+//! ([`probe`], from the pod's netns: the GID SMC will use), and a failed verdict stops
+//! enabling it until a later check passes. Verdicts, failed ones included, are cached per
+//! (device, port, peer set) for `smc.reachabilityTtl` seconds.
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,8 +14,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use slog::{info, Logger};
+use slog::{debug, info, warn, Logger};
 
+use super::probe::{self, PeerResult, ProbeConf};
 use super::rdma::Port;
 
 pub fn default_ttl() -> u64 {
@@ -32,6 +31,11 @@ pub struct Verdict {
     pub checked_at: u64,
     pub device: String,
     pub port: u8,
+    /// The probed peers (sorted), part of the cache key.
+    #[serde(default)]
+    pub peers: Vec<String>,
+    #[serde(default)]
+    pub results: Vec<PeerResult>,
     pub detail: String,
 }
 
@@ -66,25 +70,80 @@ fn gids(port: &Port) -> usize {
         .unwrap_or(0)
 }
 
-fn probe(port: &Port) -> Verdict {
+/// The local precondition of any probe: the port is ACTIVE and has RoCE GIDs.
+fn local_check(port: &Port) -> Result<(), String> {
     let n = gids(port);
-    Verdict {
-        verified: port.active && n > 0,
-        checked_at: now(),
-        device: port.device.clone(),
-        port: port.port,
-        detail: format!("port active={}, {n} RoCE GIDs", port.active),
+    if port.active && n > 0 {
+        Ok(())
+    } else {
+        Err(format!("port active={}, {n} RoCE GIDs", port.active))
     }
 }
 
-/// Ok when the node's RDMA path is verified for `port` (cached for `ttl` seconds).
-pub fn gate(state_dir: &Path, port: &Port, ttl: u64, log: &Logger) -> Result<()> {
-    let fresh = |v: &Verdict| v.device == port.device && v.port == port.port && now().saturating_sub(v.checked_at) < ttl;
+/// Checks now: the local port, then the two-way probe to every peer from `netns`.
+pub fn check(port: &Port, conf: &ProbeConf, netns: &Path) -> Verdict {
+    let mut v = Verdict {
+        verified: false,
+        checked_at: now(),
+        device: port.device.clone(),
+        port: port.port,
+        peers: conf.peer_key(),
+        results: Vec::new(),
+        detail: String::new(),
+    };
+    if let Err(why) = local_check(port) {
+        v.detail = why;
+        return v;
+    }
+    let (peers, timeout) = (conf.peers.clone(), conf.timeout());
+    match super::netns::run_in(netns, move || Ok(probe::probe_all(&peers, timeout))) {
+        Ok(results) => {
+            let failed: Vec<String> = results.iter().filter(|r| !r.ok).map(|r| format!("{}: {}", r.peer, r.detail)).collect();
+            let slowest = results.iter().map(|r| r.elapsed_ms).max().unwrap_or(0);
+            v.verified = failed.is_empty();
+            v.detail = if v.verified {
+                format!("{} peer(s) answered both ways (slowest {slowest} ms)", results.len())
+            } else {
+                failed.join("; ")
+            };
+            v.results = results;
+        }
+        Err(e) => v.detail = format!("cannot probe from {}: {e:#}", netns.display()),
+    }
+    v
+}
+
+/// Ok when the node's RDMA path is verified for `port` and the configured peers (cached for
+/// `ttl` seconds), probing from `netns` when the cache has no fresh verdict.
+pub fn gate(state_dir: &Path, port: &Port, conf: &ProbeConf, ttl: u64, netns: &Path, log: &Logger) -> Result<()> {
+    if conf.trust {
+        local_check(port).map_err(|why| anyhow::anyhow!("RDMA port {} {} not usable: {why}", port.device, port.port))?;
+        warn!(log, "SMC enabled WITHOUT a reachability probe (smc.probe.trust): a one-way RoCE path will hang SMC connections");
+        return Ok(());
+    }
+    if conf.peers.is_empty() {
+        bail!(
+            "RDMA reachability cannot be verified: smc.probe.peers is empty (list the rdma-responders of other nodes, \
+             or set smc.probe.trust at your own risk); SMC stays off"
+        );
+    }
+    let key = conf.peer_key();
+    let fresh = |v: &Verdict| {
+        v.device == port.device && v.port == port.port && v.peers == key && now().saturating_sub(v.checked_at) < ttl
+    };
     let v = match load(state_dir).filter(fresh) {
-        Some(v) => v,
+        Some(v) => {
+            debug!(log, "RDMA reachability verdict from cache"; "verified" => v.verified, "checkedAt" => v.checked_at);
+            v
+        }
         None => {
-            let v = probe(port);
-            info!(log, "RDMA reachability checked"; "verified" => v.verified, "detail" => &v.detail);
+            let v = check(port, conf, netns);
+            if v.verified {
+                info!(log, "RDMA reachability verified"; "detail" => &v.detail, "peers" => ?v.peers);
+            } else {
+                warn!(log, "RDMA reachability probe failed: SMC stays off for new pods until a later check passes";
+                      "detail" => &v.detail, "peers" => ?v.peers, "ttl" => ttl);
+            }
             store(state_dir, &v)?;
             v
         }

@@ -99,3 +99,43 @@ sys.exit(0 if want in rows else 'no %s in %s' % (want, rows))" "$2" "$3" "$4"
 stat_of() { # POD EXPR over smc-stats JSON
   inns "$1" "$M" smc-stats --json | json "$2"
 }
+
+# peer_up NAME OCTET: a pod-like netns running `meshaccel rdma-responder` on port 7471: the
+# reachability probe's peer, standing for another node's agent (on 6.12 the host netns
+# cannot reach pods over rxe, so the responder cannot run there). Sets PEER (IP:PORT) and
+# PEER_PID; its log is /tmp/responder-NAME.log.
+peer_up() {
+  pod_up "$1" "$2" >/dev/null || return 1
+  PEER="$(pod_ip "$1"):7471"
+  inns "$1" "$M" rdma-responder --listen "$PEER" --log-level debug > "/tmp/responder-$1.log" 2>&1 & PEER_PID=$!
+  for _ in $(seq 150); do
+    if grep -q listening "/tmp/responder-$1.log"; then
+      # The job is a subshell (inns is a function): the responder is its child.
+      local child; child=$(awk '{print $1}' "/proc/$PEER_PID/task/$PEER_PID/children" 2>/dev/null)
+      PEER_PID=${child:-$PEER_PID}
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "responder did not start: $(cat "/tmp/responder-$1.log")" >&2; return 1
+}
+
+# transfer CLIENT SERVER_NS SERVER_IP PORT BYTES: echo BYTES through a plain socket();
+# sets CL and SV (the client's and the server's JSON reports) and returns the client's rc.
+transfer() {
+  inns "$2" timeout 120 $T serve "$4" > "/tmp/srv-$4.json" & local sp=$! rc
+  sleep 2
+  CL=$(inns "$1" timeout 120 $T client "$3" "$4" "$5"); rc=$?
+  wait $sp; SV=$(tail -1 "/tmp/srv-$4.json")
+  echo "# client: $CL"; echo "# server: $SV"
+  return $rc
+}
+
+# verdict EXPR: EXPR over the cached RDMA reachability verdict (d).
+verdict() { json "$1" < $STATE/smc-reachability.json; }
+
+# peer_state: is the responder alive, and where is each of its threads (for the log).
+peer_state() {
+  echo "# responder $PEER_PID: $(grep State /proc/$PEER_PID/status 2>/dev/null || echo gone)"
+  for t in /proc/$PEER_PID/task/*; do echo "#   task ${t##*/} $(cat $t/wchan 2>/dev/null): $(tr '\n' ' ' < $t/stack 2>/dev/null)"; done
+}

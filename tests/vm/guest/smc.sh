@@ -2,12 +2,15 @@
 # SMC-R for pods, on a real SMC kernel (Debian 6.12 in qemu): ipvlan as the primary CNI,
 # meshaccel chained after it. Run by tests/vm/run.sh.
 source "$(dirname "$0")/lib.sh"
-SMC='{"enabled":true,"mode":"auto","pnetId":"NET1","rdmaDevice":"rxe0","ueid":"MESHACCEL-TEST",
-      "sysctls":{"net.smc.wmem":"262144","net.smc.autocorking_size":65536}}'
 
 node_up
-PREV_A=$(pod_up podA 1) && PREV_B=$(pod_up podB 2) && PREV_C=$(pod_up podC 3) || { not_ok "pods up"; finish; exit 1; }
+PREV_A=$(pod_up podA 1) && PREV_B=$(pod_up podB 2) && PREV_C=$(pod_up podC 3) && peer_up peerR 9 ||
+  { not_ok "pods up"; finish; exit 1; }
 A=$(pod_ip podA) B=$(pod_ip podB) C=$(pod_ip podC)
+# SMC is enabled only once RDMA answered both ways from the pod to the probe's peer.
+PROBE='"probe":{"peers":["'$PEER'"],"timeoutMs":5000}'
+SMC='{"enabled":true,"mode":"auto","pnetId":"NET1","rdmaDevice":"rxe0","ueid":"MESHACCEL-TEST",
+      "sysctls":{"net.smc.wmem":"262144","net.smc.autocorking_size":65536},'$PROBE'}'
 
 echo "# 1. ADD: PNET entries, sysctls, UEID, conversion"
 out=$(cni ADD "$M" podA "$(meshaccel_conf "$SMC" "$PREV_A")" 1); rc=$?
@@ -18,6 +21,7 @@ check "net.smc.wmem set in podA" test "$(inns podA cat /proc/sys/net/smc/wmem)" 
 check "net.smc.autocorking_size set in podA" test "$(inns podA cat /proc/sys/net/smc/autocorking_size)" = 65536
 check "host netns sysctl untouched" test "$(cat /proc/sys/net/smc/wmem)" != 262144
 check "UEID present" grep -q MESHACCEL-TEST <<<"$("$M" doctor --json | json 'json.dumps(d["ueids"])')"
+check "RDMA reachability verified both ways by the probe" test "$(verdict 'd["verified"]')" = True
 check "plain socket() in podA is an SMC socket (smc_diag)" test "$(converted podA)" = 1
 check "plain socket() in podC (no meshaccel) stays TCP" test "$(converted podC)" = 0
 check "status reports podA's SMC mode bpf" grep -q '"mode":"bpf"' <<<"$("$M" status --json --state-dir $STATE --bpffs-root $BPFFS)"
@@ -35,7 +39,7 @@ check "device entry stays (node-level, shared)" has_entry "" NET1 "" rxe0
 
 echo "# 3. Bad input: CNI error 7, nothing left"
 for bad in '{"enabled":true,"pnetId":"net-1"}' '{"enabled":true,"rdmaDevice":"nosuch0"}' \
-           '{"enabled":true,"rdmaDevice":"rxe0","sysctls":{"net.smc.nope":"1"}}'; do
+           '{"enabled":true,"rdmaDevice":"rxe0","sysctls":{"net.smc.nope":"1"},'$PROBE'}'; do
   out=$(cni ADD "$M" podA "$(meshaccel_conf "$bad" "$PREV_A")" 1)
   check "ADD $bad → code 7" test "$(echo "$out" | json 'd.get("code")')" = 7
   check "  … no PNET entry left" test "$(pnet_of podA)" = "[]"
@@ -74,4 +78,5 @@ check "  … server fell back to TCP" test "$(echo "$sv" | json 'd["diag"]["mode
 check "  … reason PEERNOSMC in podA's smc-stats" grep -q '"reason": "PEERNOSMC"' <<<"$(inns podA "$M" smc-stats --json | python3 -m json.tool --compact | sed 's/,/, /g; s/:/: /g')"
 
 for p in podA podB podC; do cni DEL "$M" $p "$(meshaccel_conf "$SMC" "")" 1 >/dev/null; done
+kill $PEER_PID; wait $PEER_PID 2>/dev/null
 finish

@@ -1,0 +1,180 @@
+//! `meshaccel rdma-responder --listen IP:PORT`: the other end of the reachability probe,
+//! run on every node by the DaemonSet (hostNetwork). One thread, one CM event channel: for
+//! each connect request an RC queue pair with one receive posted, then accept; a probe
+//! request is answered with the nonce's complement and the connection dropped. At most
+//! `--max-conns` connections at a time (more are rejected) and each lives at most
+//! `--timeout-ms`, so a dead or one-way-broken peer costs bounded memory and time.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use sideway::rdmacm::communication_manager::{EventType, Identifier};
+use slog::{debug, info, o, warn, Logger};
+
+use super::probe::DEFAULT_TIMEOUT_MS;
+use super::verbs::{self, Channel, Completion, Endpoint};
+
+pub const USAGE: &str = "meshaccel rdma-responder --listen IP:PORT [--timeout-ms N] [--max-conns N] [--log-level L]";
+
+pub struct Options {
+    pub listen: SocketAddr,
+    pub timeout: Duration,
+    pub max_conns: usize,
+    pub log_level: slog::Level,
+}
+
+fn parse(args: &[String]) -> Result<Options> {
+    let (mut listen, mut timeout_ms, mut max_conns, mut log_level) = (None, DEFAULT_TIMEOUT_MS, 32usize, slog::Level::Info);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{a} needs a value\nusage: {USAGE}"));
+        match a.as_str() {
+            "--listen" => listen = Some(value()?.parse::<SocketAddr>().context("--listen IP:PORT")?),
+            "--timeout-ms" => timeout_ms = value()?.parse().context("--timeout-ms")?,
+            "--max-conns" => max_conns = value()?.parse().context("--max-conns")?,
+            "--log-level" => {
+                let v = value()?;
+                log_level = crate::logging::parse_level(v).with_context(|| format!("--log-level {v}"))?
+            }
+            other => bail!("unknown option {other}\nusage: {USAGE}"),
+        }
+    }
+    let listen = listen.with_context(|| format!("--listen is required\nusage: {USAGE}"))?;
+    if timeout_ms == 0 || max_conns == 0 {
+        bail!("--timeout-ms and --max-conns must be positive");
+    }
+    Ok(Options { listen, timeout: Duration::from_millis(timeout_ms), max_conns, log_level })
+}
+
+pub fn main(args: &[String]) -> Result<()> {
+    let opts = parse(args)?;
+    let log = crate::logging::logger("", opts.log_level).new(o!("cmd" => "rdma-responder"));
+    let r = Responder::bind(opts.listen)?;
+    info!(log, "listening for RDMA reachability probes"; "listen" => %opts.listen,
+          "timeoutMs" => opts.timeout.as_millis() as u64, "maxConns" => opts.max_conns);
+    r.run(&opts, &log)
+}
+
+/// One accepted probe connection. Field order is drop order: QP before CM id.
+struct Conn {
+    ep: Endpoint,
+    id: Arc<Identifier>,
+    deadline: Instant,
+}
+
+pub struct Responder {
+    // Before the channel: the id must be destroyed first. Only held, never read.
+    _listener: Arc<Identifier>,
+    ch: Channel,
+}
+
+impl Responder {
+    pub fn bind(addr: SocketAddr) -> Result<Self> {
+        let ch = Channel::new()?;
+        let listener = ch.create_id()?;
+        listener.bind_addr(addr).with_context(|| format!("rdma_bind_addr {addr}"))?;
+        listener.listen(64).context("rdma_listen")?;
+        Ok(Self { _listener: listener, ch })
+    }
+
+    /// Serves until an error of the event channel itself.
+    pub fn run(&self, opts: &Options, log: &Logger) -> Result<()> {
+        let mut conns: Vec<Conn> = Vec::new();
+        loop {
+            // Short waits while connections are in flight: their CQs are polled in between.
+            let wait = if conns.is_empty() { Duration::from_secs(1) } else { Duration::from_millis(2) };
+            let mut deadline = Instant::now() + wait;
+            while let Some(ev) = self.ch.next(deadline)? {
+                deadline = Instant::now(); // drain what is queued, then poll the CQs
+                let (ty, id) = (ev.event_type(), ev.cm_id());
+                // Acked before the id may be dropped: rdma_destroy_id waits for its events' acks.
+                let _ = ev.ack();
+                let Some(id) = id else { continue };
+                match ty {
+                    EventType::ConnectRequest if conns.len() >= opts.max_conns => {
+                        warn!(log, "too many probes in flight, rejecting one"; "inFlight" => conns.len());
+                        // Dropping the request's id rejects it.
+                    }
+                    EventType::ConnectRequest => match accept(&id) {
+                        Ok(ep) => {
+                            info!(log, "accepted a probe connection"; "inFlight" => conns.len() + 1);
+                            conns.push(Conn { ep, id, deadline: Instant::now() + opts.timeout })
+                        }
+                        Err(e) => warn!(log, "cannot accept a probe"; "error" => format!("{e:#}")),
+                    },
+                    EventType::Established => debug!(log, "probe connection established"),
+                    EventType::TimewaitExit => {}
+                    EventType::Disconnected
+                    | EventType::ConnectError
+                    | EventType::Unreachable
+                    | EventType::Rejected
+                    | EventType::DeviceRemoval => conns.retain(|c| !Arc::ptr_eq(&c.id, &id)),
+                    other => debug!(log, "CM event"; "event" => ?other),
+                }
+            }
+            let (now, before) = (Instant::now(), conns.len());
+            conns.retain_mut(|c| match serve(c) {
+                Ok(true) => {
+                    info!(log, "answered a probe");
+                    let _ = c.id.disconnect();
+                    false
+                }
+                Ok(false) if now >= c.deadline => {
+                    warn!(log, "probe connection timed out (peer silent or path one-way)");
+                    false
+                }
+                Ok(false) => true,
+                Err(e) => {
+                    warn!(log, "probe connection failed"; "error" => format!("{e:#}"));
+                    false
+                }
+            });
+            if before != conns.len() {
+                debug!(log, "connections released"; "inFlight" => conns.len());
+            }
+        }
+    }
+}
+
+fn accept(id: &Arc<Identifier>) -> Result<Endpoint> {
+    let mut ep = Endpoint::new(id)?;
+    ep.init(id)?;
+    ep.ready(id)?;
+    id.accept(ep.conn_param()).context("rdma_accept")?;
+    Ok(ep)
+}
+
+/// Advances one connection: answers its request; `true` once the answer is acknowledged.
+fn serve(c: &mut Conn) -> Result<bool> {
+    while let Some(done) = c.ep.poll()? {
+        match done {
+            Completion::Received(buf, len) => {
+                let reply = verbs::reply_to(&buf[..len]).context("not a probe request")?;
+                c.ep.send(&reply)?;
+            }
+            Completion::Sent => return Ok(true),
+        }
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn options() {
+        let o = parse(&args("--listen 10.0.0.1:7471 --timeout-ms 500")).unwrap();
+        assert_eq!(o.listen, "10.0.0.1:7471".parse().unwrap());
+        assert_eq!(o.timeout, Duration::from_millis(500));
+        assert_eq!(o.max_conns, 32);
+        for bad in ["", "--listen", "--listen 10.0.0.1", "--listen 10.0.0.1:1 --max-conns 0", "--listen 10.0.0.1:1 --x"] {
+            assert!(parse(&args(bad)).is_err(), "{bad:?} accepted");
+        }
+    }
+}
