@@ -85,9 +85,11 @@ mod programs {
     static DECISION: LruHashMap<ConnKey, u32, { DECISIONS_MAX_ENTRIES as usize }> = LruHashMap::new();
 
     // Redirected bytes not yet read, per receiving socket (keyed by its own ConnKey).
-    // Created at pairing, removed when the socket closes (STATE_CB).
+    // Created at pairing, removed when the socket closes (STATE_CB). Not preallocated:
+    // sized for a million connections, it holds only the live ones.
     #[btf_map]
-    static BACKLOG: HashMap<ConnKey, Backlog, { SOCKS_MAX_ENTRIES as usize }> = HashMap::new();
+    static BACKLOG: HashMap<ConnKey, Backlog, { SOCKS_MAX_ENTRIES as usize }, { BPF_F_NO_PREALLOC as usize }> =
+        HashMap::new();
 
     /// An sk_storage map whose values accepted sockets inherit from their listener
     /// (BPF_F_CLONE): aya-ebpf's `SkStorage` fixes its flags, so the BTF definition is
