@@ -15,8 +15,11 @@ use crate::pod::Pod;
 use crate::process::Proc;
 use crate::scenario::clean;
 
-/// First server port; worker `i` uses `PORT_BASE + i`.
-const PORT_BASE: u16 = 21000;
+/// First server port; worker `i` uses `PORTS` ports from `PORT_BASE + i * PORTS`.
+const PORT_BASE: u16 = 20000;
+/// Server ports per worker: a worker's connections spread over them (see
+/// `meshaccel-testkit many`), at most ~1 000 per destination for its 20 000 files.
+const PORTS: u16 = 20;
 
 /// Entries of the maps that hold per-connection state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -119,9 +122,19 @@ pub struct Many {
     pub open_secs: f64,
 }
 
+/// Worker `i`'s first server port.
+fn port(i: usize) -> u16 {
+    PORT_BASE + i as u16 * PORTS
+}
+
 fn worker(pod: &Pod, role: &str, conns: usize, addr: &str, timeout: Duration) -> Result<Proc> {
-    let (key, c, t) = (if role == "loopback" { "--port" } else if role == "server" { "--listen" } else { "--connect" }, conns.to_string(), timeout.as_millis().to_string());
-    pod.testkit(&["many", "--role", role, "--conns", &c, key, addr, "--timeout-ms", &t])
+    let key = match role {
+        "loopback" => "--port",
+        "server" => "--listen",
+        _ => "--connect",
+    };
+    let (c, t, p) = (conns.to_string(), timeout.as_millis().to_string(), PORTS.to_string());
+    pod.testkit(&["many", "--role", role, "--conns", &c, key, addr, "--ports", &p, "--timeout-ms", &t])
 }
 
 fn wait_established(procs: &mut [Proc], timeout: Duration) -> Result<f64> {
@@ -143,7 +156,7 @@ impl Many {
         let shares = shares(conns, per_worker(false));
         let mut servers = vec![];
         for (i, n) in shares.iter().enumerate() {
-            let mut p = worker(server, "server", *n, &format!("{}:{}", server.ip(), PORT_BASE + i as u16), timeout)?;
+            let mut p = worker(server, "server", *n, &format!("{}:{}", server.ip(), port(i)), timeout)?;
             p.expect_event("listening", timeout)?;
             servers.push(p);
         }
@@ -151,7 +164,7 @@ impl Many {
         let mut clients = shares
             .iter()
             .enumerate()
-            .map(|(i, n)| worker(client, "client", *n, &format!("{}:{}", server.ip(), PORT_BASE + i as u16), timeout))
+            .map(|(i, n)| worker(client, "client", *n, &format!("{}:{}", server.ip(), port(i)), timeout))
             .collect::<Result<Vec<_>>>()?;
         wait_established(&mut clients, timeout)?;
         wait_established(&mut servers, timeout)?;
@@ -164,7 +177,7 @@ impl Many {
         let mut clients = shares(conns, per_worker(true))
             .iter()
             .enumerate()
-            .map(|(i, n)| worker(pod, "loopback", *n, &(PORT_BASE + i as u16).to_string(), timeout))
+            .map(|(i, n)| worker(pod, "loopback", *n, &port(i).to_string(), timeout))
             .collect::<Result<Vec<_>>>()?;
         wait_established(&mut clients, timeout)?;
         Ok(Self { clients, servers: vec![], open_secs: started.elapsed().as_secs_f64() })

@@ -24,7 +24,8 @@ fn assert_all_redirected(d: &Counters, conns: u64) {
 }
 
 /// Opens `conns` with `open`, checks them and the maps, closes them, checks for leaks.
-fn open_check_close(node: &TestNode, conns: usize, timeout: Duration, open: impl FnOnce() -> anyhow::Result<Many>) {
+/// Connections of opted-out pods must leave the counters and maps alone.
+fn open_check_close(node: &TestNode, conns: usize, accelerated: bool, timeout: Duration, open: impl FnOnce() -> anyhow::Result<Many>) {
     // The first pod's ADD loaded the programs: the maps exist and hold the baseline.
     let base = map_entries(node).unwrap();
     let before = node.stats().unwrap();
@@ -34,10 +35,15 @@ fn open_check_close(node: &TestNode, conns: usize, timeout: Duration, open: impl
     let d = node.stats().unwrap().since(&before);
     let (slab1, avail1, maps1) = (slab_bytes().unwrap(), mem_available().unwrap(), map_memory(node).unwrap());
     let open_entries = map_entries(node).unwrap();
-    let n = conns as u64;
-    assert_all_redirected(&d, n);
-    let want_open = MapEntries { socks: base.socks + 2 * conns, backlog: base.backlog + 2 * conns, decision: base.decision };
-    assert_eq!(open_entries, want_open, "two sockets and two backlogs per open connection, no decision left");
+    let per_conn = if accelerated {
+        assert_all_redirected(&d, conns as u64);
+        2
+    } else {
+        assert_eq!(d, Counters { msgs_passed: d.msgs_passed, ..Counters::default() }, "opted out: nothing paired or redirected");
+        0
+    };
+    let want_open = MapEntries { socks: base.socks + per_conn * conns, backlog: base.backlog + per_conn * conns, decision: base.decision };
+    assert_eq!(open_entries, want_open, "two sockets and two backlogs per open accelerated connection, no decision left");
 
     let growth = slab_growth(&slab0, &slab1);
     let slab_total: i64 = growth.iter().map(|(_, b)| b).sum();
@@ -46,6 +52,7 @@ fn open_check_close(node: &TestNode, conns: usize, timeout: Duration, open: impl
         "open",
         json!({
             "conns": conns,
+            "accelerated": accelerated,
             "open_secs": many.open_secs,
             "conns_per_sec": (conns as f64 / many.open_secs).round(),
             "slab_bytes_per_conn": per_conn(slab_total),
@@ -68,7 +75,20 @@ fn many_connections_between_two_pods_all_work_and_leave_no_map_entries() {
     let node = TestNode::new().unwrap();
     let (server, client) = (node.accelerated_pod("server").unwrap(), node.accelerated_pod("client").unwrap());
     let timeout = Duration::from_secs(120);
-    open_check_close(&node, conns, timeout, || Many::between(&server, &client, conns, timeout));
+    open_check_close(&node, conns, true, timeout, || Many::between(&server, &client, conns, timeout));
+}
+
+/// The same between two opted-out pods: plain TCP's own cost per connection, for
+/// comparison (docs/scale.md), and proof that such connections touch no map.
+#[test]
+fn many_connections_between_opted_out_pods_leave_the_maps_alone() {
+    let conns = conns_from_env(20_000);
+    let node = TestNode::new().unwrap();
+    // An accelerated pod loads the programs, so the maps exist to be checked.
+    let _loader = node.accelerated_pod("loader").unwrap();
+    let (server, client) = (node.opted_out_pod("server").unwrap(), node.opted_out_pod("client").unwrap());
+    let timeout = Duration::from_secs(120);
+    open_check_close(&node, conns, false, timeout, || Many::between(&server, &client, conns, timeout));
 }
 
 #[test]
@@ -77,7 +97,7 @@ fn many_loopback_connections_inside_a_pod_all_work_and_leave_no_map_entries() {
     let node = TestNode::new().unwrap();
     let pod = node.accelerated_pod("lo").unwrap();
     let timeout = Duration::from_secs(120);
-    open_check_close(&node, conns, timeout, || Many::loopback(&pod, conns, timeout));
+    open_check_close(&node, conns, true, timeout, || Many::loopback(&pod, conns, timeout));
 }
 
 /// The full scale goal: 1 000 000 concurrent connections (2 000 000 sockets in the maps).
@@ -89,5 +109,5 @@ fn a_million_connections_between_two_pods() {
     let node = TestNode::new().unwrap();
     let (server, client) = (node.accelerated_pod("server").unwrap(), node.accelerated_pod("client").unwrap());
     let timeout = Duration::from_secs(900);
-    open_check_close(&node, conns, timeout, || Many::between(&server, &client, conns, timeout));
+    open_check_close(&node, conns, true, timeout, || Many::between(&server, &client, conns, timeout));
 }
