@@ -69,13 +69,16 @@ fn open_check_close(node: &TestNode, conns: usize, accelerated: bool, timeout: D
     scale::report("closed", json!({"map_memlock": maps2}));
 }
 
-#[test]
-fn many_connections_between_two_pods_all_work_and_leave_no_map_entries() {
-    let conns = conns_from_env(20_000);
+/// `conns` connections between two accelerated pods.
+fn between_accelerated_pods(conns: usize, timeout: Duration) {
     let node = TestNode::new().unwrap();
     let (server, client) = (node.accelerated_pod("server").unwrap(), node.accelerated_pod("client").unwrap());
-    let timeout = Duration::from_secs(120);
     open_check_close(&node, conns, true, timeout, || Many::between(&server, &client, conns, timeout));
+}
+
+#[test]
+fn many_connections_between_two_pods_all_work_and_leave_no_map_entries() {
+    between_accelerated_pods(conns_from_env(20_000), Duration::from_secs(120));
 }
 
 /// The same between two opted-out pods: plain TCP's own cost per connection, for
@@ -105,9 +108,5 @@ fn many_loopback_connections_inside_a_pod_all_work_and_leave_no_map_entries() {
 #[test]
 #[ignore = "a million connections: minutes and ~10 GiB; run alone"]
 fn a_million_connections_between_two_pods() {
-    let conns = conns_from_env(1_000_000);
-    let node = TestNode::new().unwrap();
-    let (server, client) = (node.accelerated_pod("server").unwrap(), node.accelerated_pod("client").unwrap());
-    let timeout = Duration::from_secs(900);
-    open_check_close(&node, conns, true, timeout, || Many::between(&server, &client, conns, timeout));
+    between_accelerated_pods(conns_from_env(1_000_000), Duration::from_secs(900));
 }
