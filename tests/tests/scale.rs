@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use meshaccel_tests::scale::{self, map_entries, map_memory, mem_available, slab_bytes, slab_growth, MapEntries, Many};
+use meshaccel_common::names;
 use meshaccel_tests::{Counters, TestNode};
 use serde_json::json;
 
@@ -109,4 +110,19 @@ fn many_loopback_connections_inside_a_pod_all_work_and_leave_no_map_entries() {
 #[ignore = "a million connections: minutes and ~10 GiB; run alone"]
 fn a_million_connections_between_two_pods() {
     between_accelerated_pods(conns_from_env(1_000_000), Duration::from_secs(900));
+}
+
+/// What the kernel created holds a million connections (two sockets and two backlogs each)
+/// and their pending decisions, without preallocating the per-socket entries.
+#[test]
+fn pinned_maps_are_sized_for_a_million_connections() {
+    const BPF_F_NO_PREALLOC: u32 = 1;
+    let node = TestNode::new().unwrap();
+    let _pod = node.accelerated_pod("loader").unwrap();
+    let info = |name| aya::maps::MapInfo::from_pin(node.pins().map(name)).unwrap();
+    for name in [names::MAP_SOCKS, names::MAP_BACKLOG] {
+        assert!(info(name).max_entries() >= 2_000_000, "{name}: {}", info(name).max_entries());
+    }
+    assert!(info(names::MAP_DECISION).max_entries() >= 1_000_000);
+    assert_ne!(info(names::MAP_BACKLOG).map_flags() & BPF_F_NO_PREALLOC, 0, "BACKLOG must not preallocate 2 M entries");
 }
