@@ -19,8 +19,12 @@ pub fn parse_level(s: &str) -> Option<Level> {
     }
 }
 
+/// One `write(2)` per record (buffered, flushed at its end): slog-json writes each token
+/// separately, which cost ~100 syscalls per record and, on stderr, as many wake-ups of the
+/// runtime reading it; and concurrent invocations appending to one file keep whole lines.
 fn json<W: io::Write + Send + 'static>(w: W) -> impl Drain<Ok = (), Err = slog::Never> {
-    Mutex::new(slog_json::Json::default(w)).map(slog::Fuse)
+    let json = slog_json::Json::new(io::BufWriter::with_capacity(8192, w)).set_flush(true).add_default_keys().build();
+    Mutex::new(json).map(slog::Fuse)
 }
 
 /// A logger writing to `file` (created with its directory; skipped if it cannot be opened,

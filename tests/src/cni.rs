@@ -20,10 +20,27 @@ pub struct Invocation {
     pub stderr: String,
     /// From spawn to exit: what a runtime waits for this plugin.
     pub elapsed: Duration,
+    /// Peak resident memory of the plugin process (`ru_maxrss` of wait4), KiB.
+    pub max_rss_kib: u64,
 }
 
-/// How long each plugin of a list took, by plugin type, in the order they ran.
-pub type Timings = Vec<(String, Duration)>;
+/// One plugin's run within a list.
+#[derive(Clone, Debug)]
+pub struct Timing {
+    /// The plugin's type.
+    pub plugin: String,
+    pub elapsed: Duration,
+    pub max_rss_kib: u64,
+}
+
+/// Each plugin of a list, in the order they ran.
+pub type Timings = Vec<Timing>;
+
+impl Timing {
+    fn of(plugin: &Value, inv: &Invocation) -> Self {
+        Timing { plugin: plugin["type"].as_str().unwrap_or_default().to_string(), elapsed: inv.elapsed, max_rss_kib: inv.max_rss_kib }
+    }
+}
 
 impl Invocation {
     pub fn success(&self) -> bool {
@@ -107,20 +124,37 @@ pub fn invoke(plugin: &Path, env: &[(String, String)], stdin: &[u8]) -> Result<I
     };
     let out = drain(Box::new(child.stdout.take().unwrap()));
     let err = drain(Box::new(child.stderr.take().unwrap()));
-    let Some(status) = wait_within(&mut child, PLUGIN_TIMEOUT)? else {
+    let Some((status, max_rss_kib)) = wait_within(&mut child, PLUGIN_TIMEOUT)? else {
         let _ = child.kill();
         let _ = child.wait();
         bail!("{} did not finish within {PLUGIN_TIMEOUT:?}", plugin.display());
     };
     let elapsed = started.elapsed();
     let _ = writer.join(); // EPIPE when the plugin does not read stdin is its business
-    Ok(Invocation { status, stdout: out.join().unwrap(), stderr: err.join().unwrap(), elapsed })
+    Ok(Invocation { status, stdout: out.join().unwrap(), stderr: err.join().unwrap(), elapsed, max_rss_kib })
 }
 
-/// Waits for `child` to exit, at most `timeout` (`None` then). poll() on a pidfd wakes at the
-/// exit itself, so `elapsed` is not rounded up to a polling period: the benchmark times
-/// plugins with it.
-fn wait_within(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>> {
+/// Reaps an exited child with wait4, for its peak RSS (KiB) next to its status.
+fn reap(child: &Child) -> Result<(ExitStatus, u64)> {
+    use std::os::unix::process::ExitStatusExt;
+    let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
+    loop {
+        // SAFETY: waits for our own child; status and usage are ours to write.
+        let r = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+        if r >= 0 {
+            return Ok((ExitStatus::from_raw(status), usage.ru_maxrss as u64));
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e).context("wait4");
+        }
+    }
+}
+
+/// Waits for `child` to exit, at most `timeout` (`None` then), and reaps it (see [`reap`]).
+/// poll() on a pidfd wakes at the exit itself, so `elapsed` is not rounded up to a polling
+/// period: the benchmark times plugins with it.
+fn wait_within(child: &mut Child, timeout: Duration) -> Result<Option<(ExitStatus, u64)>> {
     // SAFETY: no pointers; a non-negative result is a new fd that we own.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
     if fd < 0 {
@@ -132,7 +166,7 @@ fn wait_within(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus
     loop {
         match poll(&mut [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)], ms) {
             Ok(0) => return Ok(None),
-            Ok(_) => return Ok(Some(child.wait()?)),
+            Ok(_) => return Ok(Some(reap(child)?)),
             Err(Errno::EINTR) => {}
             Err(e) => return Err(e).context("poll pidfd"),
         }
@@ -242,7 +276,7 @@ impl NetworkList {
         let (mut prev, mut timings): (Option<Value>, Timings) = (None, vec![]);
         for plugin in &self.plugins {
             let inv = self.exec("ADD", plugin, rt, prev.as_ref())?;
-            timings.push((plugin["type"].as_str().unwrap_or_default().to_string(), inv.elapsed));
+            timings.push(Timing::of(plugin, &inv));
             prev = Some(inv.json()?);
         }
         Ok((prev.context("empty plugin list")?, timings))
@@ -267,7 +301,7 @@ impl NetworkList {
         let mut timings = vec![];
         for plugin in self.plugins.iter().rev() {
             let inv = self.exec("DEL", plugin, rt, cached)?;
-            timings.push((plugin["type"].as_str().unwrap_or_default().to_string(), inv.elapsed));
+            timings.push(Timing::of(plugin, &inv));
         }
         Ok(timings)
     }

@@ -15,6 +15,7 @@ pub mod node;
 pub mod payload;
 pub mod pod;
 pub mod process;
+pub mod scale;
 pub mod scenario;
 
 use std::process::Command;

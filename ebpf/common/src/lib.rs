@@ -460,8 +460,10 @@ impl Counter {
     }
 }
 
-/// Sizing of the sockhash: two entries per accelerated connection.
-pub const SOCKS_MAX_ENTRIES: u32 = 65_536;
+/// Sizing of the sockhash and of `BACKLOG`: two entries per accelerated connection, so
+/// 2^21 holds 1,048,576 concurrent connections (docs/scale.md). Neither map preallocates
+/// its entries; the kernel allocates the buckets up front (16 B each).
+pub const SOCKS_MAX_ENTRIES: u32 = 1 << 21;
 /// Slots of the `NODE` array, written by the loader.
 pub mod node {
     /// A random non-zero token naming this load on this node (SYN tags carry it).
@@ -502,8 +504,13 @@ impl Backlog {
 /// could pin memory up to the node-wide TCP limit.
 pub const MAX_BACKLOG: i64 = 4 << 20;
 
-/// Pairing decisions awaiting the client's first send; LRU, so it needs no cleanup.
-pub const DECISIONS_MAX_ENTRIES: u32 = 65_536;
+/// Pairing decisions awaiting the client's first send; LRU, so it needs no cleanup. An
+/// entry lives from the handshake until the client's first send, so only connections whose
+/// client has not sent yet hold one (a pre-opened pool connection). An LRU is preallocated
+/// (104 B per entry): 2^18 (27 MB) rather than one per possible connection (2^20 would be
+/// 109 MB on every node). Evicting one makes that connection's client end plain
+/// (docs/scale.md).
+pub const DECISIONS_MAX_ENTRIES: u32 = 1 << 18;
 
 #[cfg(feature = "user")]
 mod user {

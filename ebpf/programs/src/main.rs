@@ -87,8 +87,10 @@ mod programs {
     // Redirected bytes not yet read, per receiving socket (keyed by its own ConnKey).
     // Created by the peer's first redirect, or marked GONE by the socket leaving SOCKS (see
     // Backlog::GONE); removed when the socket closes (STATE_CB).
+    // Not preallocated: sized for a million connections, it holds only the live ones.
     #[btf_map]
-    static BACKLOG: HashMap<ConnKey, Backlog, { SOCKS_MAX_ENTRIES as usize }> = HashMap::new();
+    static BACKLOG: HashMap<ConnKey, Backlog, { SOCKS_MAX_ENTRIES as usize }, { BPF_F_NO_PREALLOC as usize }> =
+        HashMap::new();
 
     /// An sk_storage map whose values accepted sockets inherit from their listener
     /// (BPF_F_CLONE): aya-ebpf's `SkStorage` fixes its flags, so the BTF definition is

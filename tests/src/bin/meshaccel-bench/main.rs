@@ -6,6 +6,7 @@
 //! meshaccel-bench conn-server (--listen ADDR | --unix PATH) [--cpu N]     (inside a pod)
 //! meshaccel-bench conn-client (--connect ADDR | --unix PATH) --secs N [--cpu N]
 //! meshaccel-bench mesh [--seconds N] [--rounds N] [--conns N] [--json PATH]   (docs/mesh.md)
+//! meshaccel-bench cni [--pods N]       (CNI ADD/DEL latency and plugin/installer memory only)
 //! ```
 //! `run` sets up a node (bridge + host-local + meshaccel), two accelerated pods and two pods
 //! opted out by annotation (identical veth/bridge paths), and measures, interleaved and
@@ -44,7 +45,8 @@ fn main() -> ExitCode {
         "conn-server" => connrate::serve(&a),
         "conn-client" => connrate::client(&a),
         "mesh" => mesh::run(&a),
-        _ => Err(anyhow::anyhow!("usage: meshaccel-bench [run|conn-server|conn-client|mesh] … (see the source)")),
+        "cni" => cni_latency::run(&a),
+        _ => Err(anyhow::anyhow!("usage: meshaccel-bench [run|conn-server|conn-client|mesh|cni] … (see the source)")),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

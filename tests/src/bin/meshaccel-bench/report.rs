@@ -146,22 +146,7 @@ impl Report {
             }
         }
         overhead::markdown(&self.overhead, &mut out);
-        let _ = writeln!(
-            out,
-            "\nCNI latency over {} pods, ms (spawn to exit of each plugin binary, as a runtime waits for it; bridge includes \
-             host-local; DEL is the first one, with netns and cached result):\n",
-            self.cni.pods
-        );
-        let _ = writeln!(out, "| plugin | ADD p50 | ADD p99 | ADD max | DEL p50 | DEL p99 | DEL max |");
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
-        for p in &self.cni.plugins {
-            let (a, d) = (&p.add, &p.del);
-            let _ = writeln!(
-                out,
-                "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
-                p.plugin, a.p50_ms, a.p99_ms, a.max_ms, d.p50_ms, d.p99_ms, d.max_ms
-            );
-        }
+        out.push_str(&self.cni.markdown());
         out
     }
 }
