@@ -1,7 +1,8 @@
 //! The streaming rule between two pods: a connection end that streams small writes (which
-//! TCP batches and redirect delivers one by one) moves to plain TCP for good, bytes intact
-//! and in order across the switch; an end into which nothing was redirected then leaves
-//! the sockmap; large writes stay redirected.
+//! TCP batches and redirect delivers one by one) or 64 KiB writes (where TCP's GSO/GRO is as
+//! cheap) moves to plain TCP for good, bytes intact and in order across the switch; an end
+//! into which nothing was redirected then leaves the sockmap; mid-size writes (512 B to
+//! 32 KiB) stay redirected.
 use meshaccel_tests::scenario::{clean, client, server, TIMEOUT};
 use meshaccel_tests::{Counters, TestNode};
 
@@ -38,11 +39,18 @@ fn a_stream_of_small_writes_moves_to_plain_tcp_and_its_sender_leaves_the_sockmap
 }
 
 #[test]
-fn a_stream_of_large_writes_stays_redirected() {
+fn a_stream_of_mid_size_writes_stays_redirected() {
     let (_, s, d) = run("sink", "send", 4096, 4 << 20);
     assert_eq!(received(&s, "received"), CONNS * (4 << 20));
     assert_eq!((d.streaming_fallbacks, d.left_sockmap), (0, 0), "{d:?}");
     assert!(d.bytes_redirected >= CONNS * (4 << 20), "{d:?}");
+}
+
+#[test]
+fn a_stream_of_64_kib_writes_moves_to_plain_tcp() {
+    let (_, s, d) = run("sink", "send", 64 << 10, 8 << 20);
+    assert_eq!(received(&s, "received"), CONNS * (8 << 20));
+    assert_eq!((d.streaming_fallbacks, d.left_sockmap), (CONNS, CONNS), "{d:?}");
 }
 
 /// The client streams small writes and leaves; the server, whose answer could no longer
