@@ -53,7 +53,8 @@ pub fn load(state_dir: &Path) -> Option<Verdict> {
 
 pub fn store(state_dir: &Path, v: &Verdict) -> Result<()> {
     fs::create_dir_all(state_dir)?;
-    let tmp = file(state_dir).with_extension("json.tmp");
+    // A private temporary name: concurrent ADDs may store verdicts at the same time.
+    let tmp = file(state_dir).with_extension(format!("json.{}.tmp", std::process::id()));
     fs::write(&tmp, serde_json::to_vec_pretty(v)?)?;
     fs::rename(tmp, file(state_dir)).context("store reachability verdict")
 }
