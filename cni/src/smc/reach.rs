@@ -7,11 +7,12 @@
 //! ([`probe`], from the pod's netns: the GID SMC will use), and a failed verdict stops
 //! enabling it until a later check passes. Verdicts, failed ones included, are cached per
 //! (device, port, peer set) for `smc.reachabilityTtl` seconds.
-use std::fs;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use slog::{debug, info, warn, Logger};
@@ -57,6 +58,14 @@ pub fn store(state_dir: &Path, v: &Verdict) -> Result<()> {
     let tmp = file(state_dir).with_extension(format!("json.{}.tmp", std::process::id()));
     fs::write(&tmp, serde_json::to_vec_pretty(v)?)?;
     fs::rename(tmp, file(state_dir)).context("store reachability verdict")
+}
+
+/// An exclusive lock next to the verdict (released when the returned file is dropped).
+fn lock(state_dir: &Path) -> Result<Flock<File>> {
+    fs::create_dir_all(state_dir)?;
+    let path = state_dir.join("smc-reachability.lock");
+    let f = File::options().create(true).truncate(false).write(true).open(&path).with_context(|| format!("open {}", path.display()))?;
+    Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| e).context("lock the reachability verdict")
 }
 
 /// RoCE GIDs of a port (non-zero entries of its GID table).
@@ -128,6 +137,9 @@ pub fn gate(state_dir: &Path, port: &Port, conf: &ProbeConf, ttl: u64, netns: &P
              or set smc.probe.trust at your own risk); SMC stays off"
         );
     }
+    // Held through the cache check, the probe and the store: a node starting many SMC pods at
+    // once probes once, the other ADDs wait (at most one probe timeout) and read its verdict.
+    let _lock = lock(state_dir)?;
     let key = conf.peer_key();
     let fresh = |v: &Verdict| {
         v.device == port.device && v.port == port.port && v.peers == key && now().saturating_sub(v.checked_at) < ttl
