@@ -353,7 +353,7 @@ pub struct Owner {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnState {
     pub mode: u32,
-    /// [`ConnState::LOOPBACK`].
+    /// [`ConnState::LOOPBACK`], [`ConnState::INBOX`].
     pub flags: u16,
     /// Sends in a row that could have been batched by TCP (see [`ConnState::batchable`])
     /// since the peer last redirected anything to this socket.
@@ -371,8 +371,6 @@ impl ConnState {
 
     /// Both ends on one address: the loopback device, where plain TCP is cheapest.
     pub const LOOPBACK: u16 = 1;
-    /// The socket left `SOCKS` (see [`Backlog::GONE`]); its sends take TCP's own path.
-    pub const LEFT: u16 = 2;
     /// The socket created its peer's `BACKLOG` entry (at its first redirect).
     pub const INBOX: u16 = 4;
 

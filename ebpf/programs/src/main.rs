@@ -267,6 +267,17 @@ mod programs {
             .cast::<ConnState>()
     }
 
+    /// The storage of the sock_ops context's socket, if it has one (paired sockets do).
+    #[inline(always)]
+    fn own_state(ops: *mut bpf_sock_ops) -> Option<&'static mut ConnState> {
+        let sk = ctx_read!(ops, __bindgen_anon_2.sk).cast::<c_void>();
+        if sk.is_null() {
+            return None;
+        }
+        // SAFETY: storage of this socket, which is locked during the callback.
+        unsafe { storage(sk, false).as_mut() }
+    }
+
     fn socks_ptr() -> *mut c_void {
         ptr::from_ref(&SOCKS).cast_mut().cast()
     }
@@ -399,11 +410,8 @@ mod programs {
                 // SAFETY: reading the args array of the context.
                 let new_state = unsafe { ptr::read_volatile(ptr::addr_of!((*ops).__bindgen_anon_1.args[1])) };
                 if new_state == TCP_CLOSE {
-                    let sk = ctx_read!(ops, __bindgen_anon_2.sk).cast::<c_void>();
-                    let state = if sk.is_null() { ptr::null_mut() } else { storage(sk, false) };
-                    if !state.is_null() {
-                        // SAFETY: non-null storage of this socket.
-                        let _ = BACKLOG.remove(&unsafe { (*state).peer }.peer());
+                    if let Some(state) = own_state(ops) {
+                        let _ = BACKLOG.remove(&state.peer.peer());
                     }
                 }
             }
@@ -474,10 +482,8 @@ mod programs {
         if !state.batchable(size) {
             state.streak = 0;
         } else if streaming(state) {
-            state.mode = ConnState::PLAIN;
             count(Counter::Streaming, 1);
-            count(Counter::MsgPassed, 1);
-            return SK_PASS;
+            return to_plain(state);
         }
         let size = i64::from(size);
         let first = state.flags & ConnState::INBOX == 0;
@@ -531,10 +537,7 @@ mod programs {
     /// that switched to plain leaves SOCKS if nothing was ever redirected into it, so its
     /// sends no longer pay the sockmap's per-send cost. Either way it asks no more RTT_CBs.
     fn leave_sockmap(ops: *mut bpf_sock_ops) {
-        let sk = ctx_read!(ops, __bindgen_anon_2.sk).cast::<c_void>();
-        let state = if sk.is_null() { ptr::null_mut() } else { storage(sk, false) };
-        // SAFETY: non-null storage of this socket, which is locked during the callback.
-        let Some(state) = (unsafe { state.as_mut() }) else { return };
+        let Some(state) = own_state(ops) else { return };
         if state.mode != ConnState::PLAIN {
             return;
         }
@@ -544,7 +547,6 @@ mod programs {
         let gone = Backlog { sent: Backlog::GONE, consumed: 0 };
         if BACKLOG.insert(&me, &gone, BPF_NOEXIST.into()).is_ok() {
             remove_from_socks(&me);
-            state.flags |= ConnState::LEFT;
             count(Counter::LeftSockmap, 1);
         }
     }
