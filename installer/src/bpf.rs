@@ -158,7 +158,7 @@ pub fn accounting_unavailable_reason() -> Option<String> {
 
 /// Fills the NODE slots: a random non-zero token naming this load of the programs on this
 /// node (SYN tags carry it, so a tagged peer on another node, or another meshaccel root,
-/// never matches) and whether consumption accounting is attached.
+/// never matches), whether consumption accounting is attached, and the kernel's layout.
 fn write_node(map: &mut Map, accounting: bool) -> Result<()> {
     let mut token = 0u32;
     while token == 0 {
@@ -168,7 +168,13 @@ fn write_node(map: &mut Map, accounting: bool) -> Result<()> {
     }
     let mut node: Array<&mut MapData, u32> = map.try_into()?;
     node.set(node::TOKEN, token, 0).context("write node token")?;
-    node.set(node::ACCOUNTING, u32::from(accounting), 0).context("write accounting flag")
+    node.set(node::ACCOUNTING, u32::from(accounting), 0).context("write accounting flag")?;
+    // Without the layout the programs count every end as blocking: the node runs plain TCP.
+    let layout = crate::kernel_layout::Layout::of_running_kernel()?;
+    for (slot, off) in [(node::SK_SOCKET, layout.sk_socket), (node::SOCKET_FILE, layout.socket_file), (node::FILE_FLAGS, layout.file_flags)] {
+        node.set(slot, off, 0).context("write kernel layout")?;
+    }
+    node.set(node::LAYOUT_KNOWN, 1, 0).context("write kernel layout")
 }
 
 /// Whether redirected backlogs are bounded on this node (the fexit accounting is attached).

@@ -7,6 +7,7 @@ pub mod confdir;
 pub mod conflist;
 pub mod cri;
 pub mod files;
+pub mod kernel_layout;
 pub mod pins;
 pub mod rules;
 pub mod state;

@@ -65,6 +65,7 @@ pub struct Counters {
     pub filtered: u64,
     pub streaming_fallbacks: u64,
     pub left_sockmap: u64,
+    pub blocking_plain: u64,
 }
 
 impl Counters {
@@ -82,6 +83,7 @@ impl Counters {
             filtered: self.filtered - before.filtered,
             streaming_fallbacks: self.streaming_fallbacks - before.streaming_fallbacks,
             left_sockmap: self.left_sockmap - before.left_sockmap,
+            blocking_plain: self.blocking_plain - before.blocking_plain,
         }
     }
 }

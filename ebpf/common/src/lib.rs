@@ -19,8 +19,9 @@ pub mod names {
     pub const PROG_CONSUMED: &str = "meshaccel_consumed";
     pub const PROG_SOCK_CREATE: &str = "meshaccel_sock_create";
     pub const MAP_OWNER: &str = "OWNER";
+    pub const MAP_LISTENERS: &str = "LISTENERS";
     /// Every map of the object: each is pinned under `maps/<name>`.
-    pub const MAPS: [&str; 8] = [
+    pub const MAPS: [&str; 9] = [
         MAP_SOCKS,
         MAP_COUNTERS,
         MAP_POD_CONFIG,
@@ -29,6 +30,7 @@ pub mod names {
         MAP_NODE,
         MAP_BACKLOG,
         MAP_OWNER,
+        MAP_LISTENERS,
     ];
     /// The kernel function whose return tells how much a reader took from a sockmap queue.
     pub const CONSUMED_HOOK: &str = "tcp_bpf_recvmsg";
@@ -362,6 +364,9 @@ pub struct ConnState {
     pub peer: ConnKey,
     /// The peer's redirected bytes into this socket (its `BACKLOG.sent`) when last seen.
     pub seen_from_peer: u64,
+    /// Kernel address of the socket's `struct file` once known (0 before: an accepted
+    /// socket has none until `accept()`), read to see whether the end is blocking.
+    pub file: u64,
 }
 
 impl ConnState {
@@ -373,6 +378,8 @@ impl ConnState {
     pub const LOOPBACK: u16 = 1;
     /// The socket created its peer's `BACKLOG` entry (at its first redirect).
     pub const INBOX: u16 = 4;
+    /// The socket was seen in blocking mode at a send, after it was paired.
+    pub const BLOCKING: u16 = 8;
 
     /// Whether a send of `size` bytes is one TCP would do better when streamed: redirect
     /// delivers one message and one wake-up per send, TCP batches a stream of them
@@ -427,10 +434,14 @@ pub enum Counter {
     /// Streaming senders that then left the sockmap (nothing had been redirected into
     /// them), so their sends take TCP's own path, without the sockmap's per-send cost.
     LeftSockmap = 10,
+    /// Connection ends kept on (or moved to) plain TCP because they use a blocking socket:
+    /// the kernel's sockmap receive path fails blocking reads with EAGAIN when woken
+    /// without redirected data (docs/design.md, "Only non-blocking ends are redirected").
+    Blocking = 11,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 11] = [
+    pub const ALL: [Counter; 12] = [
         Counter::SocketsInserted,
         Counter::InsertFailures,
         Counter::MsgRedirected,
@@ -442,6 +453,7 @@ impl Counter {
         Counter::Filtered,
         Counter::Streaming,
         Counter::LeftSockmap,
+        Counter::Blocking,
     ];
     pub const LEN: u32 = Self::ALL.len() as u32;
 
@@ -458,6 +470,7 @@ impl Counter {
             Counter::Filtered => "filtered",
             Counter::Streaming => "streaming_fallbacks",
             Counter::LeftSockmap => "left_sockmap",
+            Counter::Blocking => "blocking_plain",
         }
     }
 }
@@ -472,8 +485,44 @@ pub mod node {
     pub const TOKEN: u32 = 0;
     /// 1 when the fexit accounting of consumed bytes is attached, so backlogs are known.
     pub const ACCOUNTING: u32 = 1;
-    pub const LEN: u32 = 2;
+    /// Byte offsets in the running kernel's structures (from its BTF; aya's programs have
+    /// no CO-RE relocations), to read whether a socket's file is `O_NONBLOCK`:
+    /// `struct sock.sk_socket`, `struct socket.file`, `struct file.f_flags`.
+    pub const SK_SOCKET: u32 = 2;
+    pub const SOCKET_FILE: u32 = 3;
+    pub const FILE_FLAGS: u32 = 4;
+    /// 1 once the three offsets are written. Without them every end counts as blocking.
+    pub const LAYOUT_KNOWN: u32 = 5;
+    pub const LEN: u32 = 6;
 }
+
+/// A listening socket of an accelerated pod, by where it listens (`ip4` 0: any address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ListenerKey {
+    pub netns_cookie: u64,
+    pub ip4: u32,
+    pub port: u32,
+}
+
+/// Kernel addresses of a listener's `struct socket` and `struct file`, recorded at
+/// `listen()`: at establishment an accepted socket has no file yet, so whether the server
+/// reads in blocking mode is judged by its listener's file flags at that moment. The socket
+/// address lets a stale entry (listener closed, memory reused) be told apart: its `file`
+/// field must still point at `file`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Listener {
+    pub socket: u64,
+    pub file: u64,
+    /// A socket this listener accepted was found reading in blocking mode (at its first
+    /// send): the program accepts without `O_NONBLOCK`, so later connections stay plain.
+    pub accepted_blocking: u64,
+}
+
+/// Sized for every listening socket of a node's accelerated pods; LRU, so closed
+/// listeners' entries need no removal.
+pub const LISTENERS_MAX_ENTRIES: u32 = 1 << 16;
 
 /// Redirected bytes towards one socket: `sent` is written only by its peer's sk_msg
 /// (serialised by the peer's socket lock), `consumed` only when the socket is read. Two
@@ -485,6 +534,8 @@ pub mod node {
 pub struct Backlog {
     pub sent: u64,
     pub consumed: u64,
+    /// [`Backlog::PINNED`], set by the receiving socket itself.
+    pub flags: u64,
 }
 
 impl Backlog {
@@ -494,6 +545,17 @@ impl Backlog {
     /// wins: a socket never leaves once something was redirected into it (its sockmap
     /// queue would be dropped unread), and nothing is redirected into a socket that left.
     pub const GONE: u64 = u64::MAX;
+
+    /// The receiving socket was found reading in blocking mode after it was paired. Its
+    /// sender never moves to plain TCP towards it (streaming rule, backpressure): plain
+    /// bytes arriving at a blocked reader in the sockmap make its read fail with EAGAIN,
+    /// redirected ones do not. The receiver may create the entry itself to say so (then
+    /// with `sent` 0, never [`Backlog::GONE`]).
+    pub const PINNED: u64 = 1;
+
+    pub const fn pinned(&self) -> bool {
+        self.flags & Self::PINNED != 0
+    }
 
     pub const fn outstanding(&self) -> i64 {
         self.sent.wrapping_sub(self.consumed) as i64

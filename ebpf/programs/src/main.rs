@@ -27,7 +27,7 @@ mod programs {
     use core::ptr;
 
     use aya_ebpf::bindings::{
-        bpf_sock_ops, sk_action::SK_PASS, BPF_ANY, BPF_F_INGRESS,
+        bpf_sock_ops, sk_action::SK_PASS, sk_msg_md, BPF_ANY, BPF_F_INGRESS,
         BPF_NOEXIST, BPF_SK_STORAGE_GET_F_CREATE, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB,
         BPF_SOCK_OPS_HDR_OPT_LEN_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_RTT_CB, BPF_SOCK_OPS_RTT_CB_FLAG,
         BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_SOCK_OPS_TCP_LISTEN_CB, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
@@ -37,8 +37,8 @@ mod programs {
     use aya_ebpf::btf_maps::CgroupStorage;
     use aya_ebpf::btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, SkStorage, SockHash};
     use aya_ebpf::helpers::generated::{
-        bpf_get_netns_cookie, bpf_load_hdr_opt, bpf_map_delete_elem, bpf_reserve_hdr_opt,
-        bpf_sk_storage_get, bpf_sock_ops_cb_flags_set, bpf_store_hdr_opt,
+        bpf_get_netns_cookie, bpf_load_hdr_opt, bpf_map_delete_elem, bpf_probe_read_kernel, bpf_reserve_hdr_opt,
+        bpf_sk_storage_get, bpf_skc_to_tcp_sock, bpf_sock_ops_cb_flags_set, bpf_store_hdr_opt,
     };
     use aya_ebpf::bindings::bpf_map_type::BPF_MAP_TYPE_SK_STORAGE;
     use aya_ebpf::bindings::{BPF_F_CLONE, BPF_F_NO_PREALLOC};
@@ -46,8 +46,9 @@ mod programs {
     use aya_ebpf::macros::{btf_map, cgroup_sock, fexit, sk_msg, sock_ops};
     use aya_ebpf::programs::{FExitContext, SkMsgContext, SockContext, SockOpsContext};
     use meshaccel_common::{
-        ctx_remote_port, v4_mapped, Backlog, ConnKey, ConnState, Counter, Decision, Endpoint, PodConfig,
-        node, Owner, RuleInput, SynOption, DECISIONS_MAX_ENTRIES, MAX_BACKLOG, SOCKS_MAX_ENTRIES, STREAM_RUN,
+        ctx_remote_port, v4_mapped, Backlog, ConnKey, ConnState, Counter, Decision, Endpoint, Listener, ListenerKey,
+        PodConfig, node, Owner, RuleInput, SynOption, DECISIONS_MAX_ENTRIES, LISTENERS_MAX_ENTRIES, MAX_BACKLOG,
+        SOCKS_MAX_ENTRIES, STREAM_RUN,
     };
 
     const AF_INET: u32 = 2;
@@ -58,6 +59,8 @@ mod programs {
     const TCP_CLOSE: u32 = 7;
     const MSG_PEEK: i32 = 2;
     const TCP_CLOSE_WAIT: u32 = 8;
+    /// `O_NONBLOCK` in `struct file.f_flags` (asm-generic, x86 and arm64 alike).
+    const O_NONBLOCK: u32 = 0o4000;
     /// `BPF_LOAD_HDR_OPT_TCP_SYN`: search the SYN being answered instead of the ctx packet.
     const LOAD_HDR_OPT_TCP_SYN: u64 = 1;
 
@@ -149,6 +152,103 @@ mod programs {
             // SAFETY: $ops points at the program's context.
             unsafe { ptr::read_volatile(ptr::addr_of!((*$ops).$($field)+)) }
         };
+    }
+
+    // Listening sockets of accelerated pods (see meshaccel_common::Listener).
+    #[btf_map]
+    static LISTENERS: LruHashMap<ListenerKey, Listener, { LISTENERS_MAX_ENTRIES as usize }> = LruHashMap::new();
+
+    fn node_slot(slot: u32) -> u32 {
+        NODE.get(slot).copied().unwrap_or(0)
+    }
+
+    /// Reads a `u64` or `u32` of kernel memory at `base + off`. probe_read never faults: a
+    /// stale address reads as an error or as garbage, which the callers tolerate.
+    #[inline(always)]
+    fn kernel_read<T: Copy>(base: u64, off: u32) -> Option<T> {
+        let mut v = core::mem::MaybeUninit::<T>::uninit();
+        let src = base.wrapping_add(u64::from(off)) as *const c_void;
+        // SAFETY: writes at most size_of::<T>() bytes into v; src is only read by the helper.
+        let rc = unsafe { bpf_probe_read_kernel(v.as_mut_ptr().cast(), size_of::<T>() as u32, src) };
+        // SAFETY: the helper filled v when it returned 0.
+        (rc == 0).then(|| unsafe { v.assume_init() })
+    }
+
+    /// The kernel address of a full TCP socket's `struct socket`, 0 when it has none
+    /// (an accepted socket before `accept()`) or the layout is unknown.
+    #[inline(always)]
+    fn socket_of(sk: *mut c_void) -> u64 {
+        if sk.is_null() || node_slot(node::LAYOUT_KNOWN) == 0 {
+            return 0;
+        }
+        // SAFETY: sk is a socket pointer from the context; the helper checks its type.
+        let tp = unsafe { bpf_skc_to_tcp_sock(sk) };
+        if tp.is_null() {
+            return 0;
+        }
+        kernel_read::<u64>(tp as u64, node_slot(node::SK_SOCKET)).unwrap_or(0)
+    }
+
+    /// The `struct file` of a `struct socket` (0 if none).
+    #[inline(always)]
+    fn file_of(socket: u64) -> u64 {
+        if socket == 0 {
+            return 0;
+        }
+        kernel_read::<u64>(socket, node_slot(node::SOCKET_FILE)).unwrap_or(0)
+    }
+
+    /// Whether reads of this file can block: anything but a readable `O_NONBLOCK` counts
+    /// as blocking (the safe side: such an end stays plain).
+    #[inline(always)]
+    fn blocking(file: u64) -> bool {
+        file == 0 || kernel_read::<u32>(file, node_slot(node::FILE_FLAGS)).is_none_or(|f| f & O_NONBLOCK == 0)
+    }
+
+    /// Where a socket of the context listens, or connects from: `ip4` 0 for any address.
+    #[inline(always)]
+    fn listener_key(ops: *const bpf_sock_ops, ip4: u32) -> ListenerKey {
+        // SAFETY: ops is the program's context pointer.
+        let netns_cookie = unsafe { bpf_get_netns_cookie(ops.cast_mut().cast()) };
+        ListenerKey { netns_cookie, ip4, port: ctx_read!(ops, local_port) }
+    }
+
+    /// TCP_LISTEN of an enabled pod: remember the listener's socket and file, so that
+    /// connections it accepts can be judged by its mode (see [`listener_blocking`]).
+    #[inline(always)]
+    fn record_listener(ops: *mut bpf_sock_ops) {
+        let ip4 = match ctx_read!(ops, family) {
+            AF_INET => ctx_read!(ops, local_ip4),
+            // [::] (also accepts IPv4 clients) and v4-mapped listeners; pure IPv6 stays plain.
+            AF_INET6 => {
+                let ip6 = ctx_read!(ops, local_ip6);
+                if ip6 == [0; 4] {
+                    0
+                } else if let Some(ip4) = v4_mapped(ip6) {
+                    ip4
+                } else {
+                    return;
+                }
+            }
+            _ => return,
+        };
+        let socket = socket_of(ctx_read!(ops, __bindgen_anon_2.sk).cast());
+        let file = file_of(socket);
+        if file != 0 {
+            let _ = LISTENERS.insert(&listener_key(ops, ip4), &Listener { socket, file, accepted_blocking: 0 }, BPF_ANY.into());
+        }
+    }
+
+    /// Whether the listener that accepted the context's connection (on `local`) reads
+    /// in blocking mode now; unknown listeners (one that listened before its pod was
+    /// attached) count as blocking.
+    #[inline(always)]
+    fn listener_blocking(ops: *const bpf_sock_ops, local: &Endpoint) -> bool {
+        let found = LISTENERS.get_ptr(&listener_key(ops, local.ip4)).or_else(|| LISTENERS.get_ptr(&listener_key(ops, 0)));
+        // SAFETY: a live map value, copied at once.
+        let Some(l) = found.map(|p| unsafe { *p }) else { return true };
+        // A listener closed since has a freed socket: its file field no longer matches.
+        file_of(l.socket) != l.file || l.accepted_blocking != 0 || blocking(l.file)
     }
 
     /// The settings of the pod this program runs for, if it is enabled.
@@ -314,6 +414,14 @@ mod programs {
             abort(&conn, &peer);
             return;
         }
+        // Only non-blocking ends are paired (docs/design.md): the client by its own file,
+        // now; the server, which has no file before accept(), by its listener's. A client
+        // that stays out never marks READY, so its server end never pairs either.
+        let file = if active { file_of(socket_of(sk)) } else { 0 };
+        if active && blocking(file) {
+            count(Counter::Blocking, 1);
+            return;
+        }
         // The server only pairs with a client that is already in SOCKS: such a client
         // marked itself READY at its ACTIVE_ESTABLISHED, before sending the ACK that
         // triggers ours.
@@ -324,6 +432,11 @@ mod programs {
         if !active && !pod_config().is_some_and(|cfg| rules_accept(cfg, sk, remote.ip4, local.port)) {
             abort(&conn, &peer);
             count(Counter::Filtered, 1);
+            return;
+        }
+        if !active && listener_blocking(ops, &local) {
+            abort(&conn, &peer);
+            count(Counter::Blocking, 1);
             return;
         }
         let state = storage(sk, true);
@@ -345,6 +458,7 @@ mod programs {
         // SAFETY: non-null storage of this socket; the socket is locked during the callback.
         let state = unsafe { &mut *state };
         state.peer = peer;
+        state.file = file;
         if local.ip4 == remote.ip4 {
             state.flags |= ConnState::LOOPBACK;
         }
@@ -376,7 +490,12 @@ mod programs {
         let ops = ctx.ops;
         match ctx_read!(ops, op) {
             BPF_SOCK_OPS_TCP_CONNECT_CB => want_header_callbacks(ops, true),
-            BPF_SOCK_OPS_TCP_LISTEN_CB => want_header_callbacks(ops, false),
+            BPF_SOCK_OPS_TCP_LISTEN_CB => {
+                if pod_enabled() {
+                    record_listener(ops);
+                }
+                want_header_callbacks(ops, false)
+            }
             BPF_SOCK_OPS_HDR_OPT_LEN_CB => {
                 if let Some(opt) = option_to_write(ops) {
                     // SAFETY: ops is the program's context pointer.
@@ -471,6 +590,7 @@ mod programs {
             count(Counter::MsgPassed, 1);
             return SK_PASS;
         }
+        watch_blocking(msg, sk, state);
         // After shutdown(SHUT_WR) (FIN_WAIT*, LAST_ACK, …) a send must fail with EPIPE; the
         // redirect path does not check, the TCP path does.
         let tcp_state = ctx_read!(sk.cast::<aya_ebpf::bindings::bpf_sock>(), state);
@@ -478,18 +598,14 @@ mod programs {
             count(Counter::MsgPassed, 1);
             return SK_PASS;
         }
-        let size = ctx_read!(msg, size);
-        if !state.batchable(size) {
-            state.streak = 0;
-        } else if streaming(state) {
-            count(Counter::Streaming, 1);
-            return to_plain(state);
-        }
-        let size = i64::from(size);
         let first = state.flags & ConnState::INBOX == 0;
         if first {
-            // The first redirect creates the peer's entry, unless the peer left SOCKS.
-            if BACKLOG.insert(&state.peer, &Backlog::default(), BPF_NOEXIST.into()).is_err() {
+            // The first redirect creates the peer's entry, unless the peer left SOCKS (GONE)
+            // or made it itself, pinned.
+            if BACKLOG.insert(&state.peer, &Backlog::default(), BPF_NOEXIST.into()).is_err()
+                // SAFETY: reading a live map value.
+                && BACKLOG.get_ptr(&state.peer).is_none_or(|b| unsafe { (*b).sent } == Backlog::GONE)
+            {
                 return to_plain(state);
             }
             state.flags |= ConnState::INBOX;
@@ -500,11 +616,21 @@ mod programs {
         };
         // SAFETY: a live map value; `sent` has no other writer (see Backlog).
         let backlog = unsafe { &mut *backlog };
+        // A blocking reader is never moved to plain (see Backlog::PINNED).
+        let movable = ctx_read!(backlog, flags) & Backlog::PINNED == 0;
+        let size = ctx_read!(msg, size);
+        if !state.batchable(size) {
+            state.streak = 0;
+        } else if streaming(state) && movable {
+            count(Counter::Streaming, 1);
+            return to_plain(state);
+        }
+        let size = i64::from(size);
         let consumed = ctx_read!(backlog, consumed);
         // Without the fexit accounting (kernels that refuse tracing programs) consumption is
         // unknown and the bound cannot be enforced; `meshaccel status` reports that.
         let accounting = NODE.get(node::ACCOUNTING).copied().unwrap_or(0) != 0;
-        if accounting && backlog.sent.wrapping_sub(consumed) as i64 + size > MAX_BACKLOG {
+        if accounting && movable && backlog.sent.wrapping_sub(consumed) as i64 + size > MAX_BACKLOG {
             state.mode = ConnState::PLAIN;
             count(Counter::Backpressure, 1);
             return SK_PASS;
@@ -526,6 +652,56 @@ mod programs {
         to_plain(state)
     }
 
+    /// Notices, at a send, that this paired end reads in blocking mode: an accepted socket
+    /// under a non-blocking listener, or one switched with fcntl since. It stays redirected
+    /// (plain bytes arriving would fail its blocked read with EAGAIN, redirected ones do
+    /// not) and pins its own BACKLOG entry, so its peer never moves to plain towards it.
+    /// An accepted socket also marks its listener: later connections to it stay plain.
+    #[inline(always)]
+    fn watch_blocking(msg: *const sk_msg_md, sk: *mut c_void, state: &mut ConnState) {
+        if state.flags & ConnState::BLOCKING != 0 {
+            return;
+        }
+        if state.file == 0 {
+            state.file = file_of(socket_of(sk));
+        }
+        if !blocking(state.file) {
+            return;
+        }
+        state.flags |= ConnState::BLOCKING;
+        count(Counter::Blocking, 1);
+        let me = state.peer.peer();
+        let pin = Backlog { sent: 0, consumed: 0, flags: Backlog::PINNED };
+        if BACKLOG.insert(&me, &pin, BPF_NOEXIST.into()).is_err() {
+            if let Some(b) = BACKLOG.get_ptr_mut(&me) {
+                // SAFETY: a live map value; `flags` has no other writer than this socket.
+                unsafe { (*b).flags |= Backlog::PINNED };
+            }
+        }
+        if me.role == ConnKey::SERVER {
+            mark_listener(msg);
+        }
+    }
+
+    /// Marks the listener of the accepted socket sending `msg` as accepting blocking sockets.
+    #[inline(always)]
+    fn mark_listener(msg: *const sk_msg_md) {
+        let ip4 = match ctx_read!(msg, family) {
+            AF_INET => ctx_read!(msg, local_ip4),
+            _ => v4_mapped(ctx_read!(msg, local_ip6)).unwrap_or(0),
+        };
+        // SAFETY: msg is the program's context pointer.
+        let netns_cookie = unsafe { bpf_get_netns_cookie(msg.cast_mut().cast()) };
+        let port = ctx_read!(msg, local_port);
+        for ip4 in [ip4, 0] {
+            if let Some(l) = LISTENERS.get_ptr_mut(&ListenerKey { netns_cookie, ip4, port }) {
+                // SAFETY: a live map value; a racing writer sets the same value.
+                unsafe { (*l).accepted_blocking = 1 };
+                return;
+            }
+        }
+    }
+
     #[inline(always)]
     fn to_plain(state: &mut ConnState) -> u32 {
         state.mode = ConnState::PLAIN;
@@ -544,7 +720,7 @@ mod programs {
         let flags = ctx_read!(ops, bpf_sock_ops_cb_flags);
         set_cb_flags(ops, flags & !BPF_SOCK_OPS_RTT_CB_FLAG);
         let me = state.peer.peer();
-        let gone = Backlog { sent: Backlog::GONE, consumed: 0 };
+        let gone = Backlog { sent: Backlog::GONE, consumed: 0, flags: 0 };
         if BACKLOG.insert(&me, &gone, BPF_NOEXIST.into()).is_ok() {
             remove_from_socks(&me);
             count(Counter::LeftSockmap, 1);

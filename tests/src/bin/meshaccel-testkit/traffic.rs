@@ -114,8 +114,11 @@ pub fn serve(a: &Args) -> Result<()> {
     let conns: usize = a.get_or("conns", 1)?;
     // `[::]` listens dual-stack: IPv4 clients arrive as v4-mapped IPv6 sockets.
     let listener = TcpListener::bind(a.get::<SocketAddr>("listen")?)?;
+    // Event-driven servers accept from a non-blocking listener, and meshaccel judges an
+    // accepted socket by its listener's mode (docs/design.md).
+    listener.set_nonblocking(opts.poll)?;
     emit(json!({"event": "listening", "addr": listener.local_addr()?.to_string()}));
-    let streams: Vec<TcpStream> = (0..conns).map(|_| Ok(listener.accept()?.0)).collect::<io::Result<_>>()?;
+    let streams: Vec<TcpStream> = (0..conns).map(|_| accept(&listener, &opts)).collect::<Result<_>>()?;
     emit(json!({"event": "accepted", "conns": conns}));
     let handler: fn(TcpStream, usize, &Opts) -> Report = match opts.mode.as_str() {
         "echo" => echo,
@@ -132,7 +135,7 @@ pub fn client(a: &Args) -> Result<()> {
     let addr: SocketAddr = a.get("connect")?;
     let bind_port: Option<u16> = if a.get_or("bind-port", String::new())?.is_empty() { None } else { Some(a.get("bind-port")?) };
     let conns: u16 = a.get_or("conns", 1)?;
-    let streams = (0..conns).map(|i| connect(addr, bind_port.map(|p| p + i))).collect::<Result<Vec<_>>>()?;
+    let streams = (0..conns).map(|i| connect(addr, bind_port.map(|p| p + i), &opts)).collect::<Result<Vec<_>>>()?;
     emit(json!({"event": "connected", "conns": conns}));
     let handler: fn(TcpStream, usize, &Opts) -> Report = match opts.mode.as_str() {
         "verify" => verify,
@@ -144,15 +147,50 @@ pub fn client(a: &Args) -> Result<()> {
     run_handlers(a, streams, &opts, handler)
 }
 
+/// Accepts one connection; with `--io poll` from the non-blocking listener, in poll().
+fn accept(listener: &TcpListener, opts: &Opts) -> Result<TcpStream> {
+    loop {
+        match listener.accept() {
+            Ok((s, _)) => return Ok(s),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_ready(listener.as_fd(), PollFlags::POLLIN, opts, "accept")?,
+            Err(e) => return Err(e).context("accept"),
+        }
+    }
+}
+
+/// Waits in poll() until `fd` is ready for `want`, within the timeout.
+fn wait_ready(fd: std::os::fd::BorrowedFd, want: PollFlags, opts: &Opts, what: &str) -> Result<()> {
+    let mut fds = [PollFd::new(fd, want)];
+    let ms = PollTimeout::try_from(opts.timeout.as_millis().min(i32::MAX as u128) as i32)?;
+    if poll(&mut fds, ms)? == 0 {
+        bail!("{what}: not ready within {:?}", opts.timeout);
+    }
+    Ok(())
+}
+
 /// Connects, from a fixed local port when given (to make identical tuples in two pods).
-fn connect(addr: SocketAddr, local_port: Option<u16>) -> Result<TcpStream> {
-    let Some(port) = local_port else { return Ok(TcpStream::connect(addr)?) };
+/// With `--io poll` the socket is non-blocking from the start, as event-driven programs
+/// connect (EINPROGRESS, then POLLOUT).
+fn connect(addr: SocketAddr, local_port: Option<u16>, opts: &Opts) -> Result<TcpStream> {
+    use std::os::fd::AsRawFd;
     let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
-    let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
-    socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
-    let local = SocketAddr::new(if addr.is_ipv4() { "0.0.0.0".parse()? } else { "::".parse()? }, port);
-    socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(local)).with_context(|| format!("bind {local}"))?;
-    socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(addr)).with_context(|| format!("connect {addr}"))?;
+    let flags = if opts.poll { SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK } else { SockFlag::SOCK_CLOEXEC };
+    let fd = socket::socket(family, SockType::Stream, flags, None)?;
+    if let Some(port) = local_port {
+        socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+        let local = SocketAddr::new(if addr.is_ipv4() { "0.0.0.0".parse()? } else { "::".parse()? }, port);
+        socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(local)).with_context(|| format!("bind {local}"))?;
+    }
+    match socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(addr)) {
+        Err(Errno::EINPROGRESS) => {
+            wait_ready(fd.as_fd(), PollFlags::POLLOUT, opts, "connect")?;
+            match socket::getsockopt(&fd, sockopt::SocketError)? {
+                0 => {}
+                e => return Err(Errno::from_raw(e)).with_context(|| format!("connect {addr}")),
+            }
+        }
+        r => r.with_context(|| format!("connect {addr}"))?,
+    }
     Ok(TcpStream::from(fd))
 }
 
