@@ -58,7 +58,10 @@ fn container() -> Value {
 /// The ConfigMap's config.yaml as the installer resolves it.
 fn effective_config() -> Value {
     let cm = one("ConfigMap");
-    let file = std::env::temp_dir().join(format!("meshaccel-manifest-config-{}.yaml", std::process::id()));
+    // One file per call: the tests of this binary run in parallel threads of one process.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = std::env::temp_dir().join(format!("meshaccel-manifest-config-{}-{n}.yaml", std::process::id()));
     fs::write(&file, cm["data"]["config.yaml"].as_str().expect("config.yaml in the ConfigMap")).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_meshaccel-installer"))
         .arg("config")
