@@ -595,7 +595,10 @@ mod tests {
         assert_eq!(core::mem::size_of::<ConnKey>(), 32);
         assert_eq!(core::mem::size_of::<Rule>(), 24);
         assert_eq!(core::mem::size_of::<PodConfig>(), 8 + 24 * MAX_RULES);
-        assert_eq!(core::mem::size_of::<ConnState>(), 48);
+        assert_eq!(core::mem::size_of::<ConnState>(), 56);
+        assert_eq!(core::mem::size_of::<Backlog>(), 24);
+        assert_eq!(core::mem::size_of::<ListenerKey>(), 16);
+        assert_eq!(core::mem::size_of::<Listener>(), 24);
     }
 
     fn ip(a: [u8; 4]) -> u32 {

@@ -1,5 +1,6 @@
 //! The two images the e2e tests need, built locally as OCI image-layout tarballs (no
-//! registry is reachable) and imported with `ctr`: a static pause and busybox.
+//! registry is reachable) and imported with `ctr`: a static pause, and busybox with a static
+//! `nbcat` (nbcat.c: nc with non-blocking sockets, the kind of program meshaccel accelerates).
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
@@ -41,6 +42,10 @@ pub fn build_and_import(node: &Containerd) -> Result<()> {
     fs::create_dir_all(bb_root.join("bin"))?;
     fs::create_dir_all(bb_root.join("tmp"))?;
     fs::copy("/bin/busybox", bb_root.join("bin/busybox")).context("copy /bin/busybox (busybox-static)")?;
+    let nbcat = work.join("nbcat.c");
+    fs::write(&nbcat, include_str!("nbcat.c"))?;
+    run("gcc", &["-static", "-Os", "-s", "-o", bb_root.join("bin/nbcat").to_str().unwrap(), nbcat.to_str().unwrap()])
+        .context("build the static nbcat binary")?;
     for applet in BUSYBOX_APPLETS {
         symlink("busybox", bb_root.join("bin").join(applet))?;
     }

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::args::Args;
-use crate::io::{emit, errno_name, prefix_of, read_some, records, write_all};
+use crate::io::{accept, emit, errno_name, prefix_of, read_some, records, write_all};
 
 /// Error messages kept for the report; the rest are only counted.
 pub const KEPT_ERRORS: usize = 20;
@@ -52,12 +52,13 @@ pub fn serve(a: &Args) -> Result<()> {
         s => Some(s.split(',').map(|p| p.parse().with_context(|| format!("prefix {p:?}"))).collect::<Result<_>>()?),
     };
     let listener = TcpListener::bind(listen).with_context(|| format!("listen on {listen}"))?;
+    listener.set_nonblocking(true)?;
     emit(json!({"event": "listening", "addr": listener.local_addr()?.to_string()}));
     let served = Arc::new(Served::default());
     let s = served.clone();
     thread::spawn(move || {
-        for conn in listener.incoming() {
-            match conn.and_then(|c| c.set_nonblocking(true).map(|()| c)) {
+        loop {
+            match accept(&listener) {
                 Ok(c) => {
                     let (s, expected) = (s.clone(), expected.clone());
                     thread::spawn(move || echo(&c, expected.as_deref(), &s));

@@ -1,9 +1,9 @@
-//! Socket I/O as event-driven programs (Envoy, Go, nginx) do it: non-blocking sockets that
-//! wait in poll() on EAGAIN. (A blocking read() of a redirected socket can return EAGAIN
-//! on this kernel, see docs/design.md; these tools measure the mesh, not that quirk.)
+//! Socket I/O as event-driven programs (Envoy, Go, nginx) do it: non-blocking sockets from
+//! the start (connect, listen) that wait in poll() on EAGAIN — the programs meshaccel
+//! accelerates (blocking ones stay plain TCP, see docs/design.md).
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
-use std::os::fd::AsFd;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -23,7 +23,7 @@ pub fn errno_name(e: &io::Error) -> String {
     e.raw_os_error().map_or_else(|| e.to_string(), |n| format!("{:?}", Errno::from_raw(n)))
 }
 
-fn wait(s: &TcpStream, want: PollFlags, deadline: Instant) -> io::Result<()> {
+fn wait(s: &impl AsFd, want: PollFlags, deadline: Instant) -> io::Result<()> {
     let left = deadline.saturating_duration_since(Instant::now());
     let mut fds = [PollFd::new(s.as_fd(), want)];
     let ms = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX);
@@ -41,6 +41,36 @@ fn retry(s: &TcpStream, want: PollFlags, mut op: impl FnMut() -> io::Result<usiz
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait(s, want, deadline)?,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             other => return other,
+        }
+    }
+}
+
+/// connect() on a socket that is non-blocking from its creation.
+pub fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
+    let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)?;
+    match socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(addr)) {
+        Err(Errno::EINPROGRESS) => {
+            wait(&fd, PollFlags::POLLOUT, Instant::now() + TIMEOUT)?;
+            match socket::getsockopt(&fd, sockopt::SocketError)? {
+                0 => {}
+                e => return Err(io::Error::from_raw_os_error(e)),
+            }
+        }
+        r => r?,
+    }
+    Ok(TcpStream::from(fd))
+}
+
+/// The next connection of a non-blocking listener, waiting in poll(); set non-blocking.
+pub fn accept(listener: &TcpListener) -> io::Result<TcpStream> {
+    loop {
+        match listener.accept() {
+            Ok((s, _)) => return s.set_nonblocking(true).map(|()| s),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait(listener, PollFlags::POLLIN, Instant::now() + Duration::from_secs(3600))?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
 }

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::args::Args;
 use crate::echo::Errors;
-use crate::io::{emit, errno_name, fill_tag, read_exact, records, tag, write_all};
+use crate::io::{connect, emit, errno_name, fill_tag, read_exact, records, tag, write_all};
 
 struct Load {
     addr: SocketAddr,
@@ -73,7 +73,7 @@ fn worker(load: &Load) -> Vec<u32> {
         let t0 = Instant::now();
         let (s, own) = match conn.take() {
             Some(c) => c,
-            None => match TcpStream::connect(load.addr).and_then(|s| s.set_nonblocking(true).map(|()| s)) {
+            None => match connect(load.addr) {
                 Ok(s) => {
                     let own = tag(load.prefix, load.next_conn.fetch_add(1, Ordering::Relaxed));
                     fill_tag(&mut req, own);

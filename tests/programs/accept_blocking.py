@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""A server as gunicorn's sync worker is written: a non-blocking listening socket (Python's
+timeout on the listener), accepted sockets in blocking mode, one request per connection,
+answered, then closed by the server. Its client uses a socket with a timeout (non-blocking
+underneath, as Python implements timeouts), and runs the connections one after another.
+
+  accept_blocking.py server PORT CONNS      prints {"event":"listening"} then {"event":"done",…}
+  accept_blocking.py client HOST PORT CONNS prints {"event":"done",…}
+"""
+import hashlib
+import json
+import socket
+import sys
+
+
+def emit(**kv):
+    print(json.dumps(kv), flush=True)
+
+
+def read_line(s):
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def server(port, conns):
+    lst = socket.create_server(("0.0.0.0", port))
+    lst.settimeout(30)  # O_NONBLOCK on the listener; accept() then returns blocking sockets
+    emit(event="listening")
+    seen = []
+    for i in range(conns):
+        c, _ = lst.accept()
+        assert c.getblocking(), "accepted socket is blocking"
+        req = read_line(c)
+        c.sendall(hashlib.sha256(req).hexdigest().encode() * 64 + b"\n")
+        c.close()
+        seen.append(len(req))
+    emit(event="done", requests=seen)
+
+
+def client(host, port, conns):
+    answers = []
+    for i in range(conns):
+        s = socket.create_connection((host, port), timeout=30)
+        s.sendall(b"request %d " % i + b"x" * 4096 + b"\n")
+        ans = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            ans += chunk
+        s.close()
+        answers.append(hashlib.sha256(ans).hexdigest()[:16])
+    emit(event="done", answers=answers)
+
+
+if __name__ == "__main__":
+    role = sys.argv[1]
+    if role == "server":
+        server(int(sys.argv[2]), int(sys.argv[3]))
+    else:
+        client(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
