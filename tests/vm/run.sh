@@ -78,7 +78,7 @@ boot() {
     sleep 1; waited=$((waited + 1))
   done
   if [[ ! -e $out/started ]]; then
-    kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+    kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; qrc=$?
     if ((waited >= VM_BOOT_TIMEOUT)); then why="hung: no test started within ${VM_BOOT_TIMEOUT}s"
     else why="died before the test started"; fi
     return 1
@@ -91,8 +91,8 @@ for try in $(seq 1 "$VM_BOOT_TRIES"); do
   echo "vm: booting ($script, try $try of $VM_BOOT_TRIES, timeout ${VM_TIMEOUT}s)" >&2
   if boot; then booted=1; break; fi
   booted=0
-  echo "vm: boot $try failed: $why; guest console:" >&2
-  grep -E 'Oops|panic|BUG|RIP|Call Trace|vm-init' "$out/console.txt" | head -20 >&2 || tail -20 "$out/console.txt" >&2
+  echo "vm: boot $try failed: $why; qemu exit $qrc; guest console (last lines):" >&2
+  tail -30 "$out/console.txt" >&2
 done
 if ((!booted)); then
   echo "vm: FAILED: the guest never started the test in $VM_BOOT_TRIES boots" >&2
