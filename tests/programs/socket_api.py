@@ -165,6 +165,7 @@ def peek_cli(s, o):
 def waitall_srv(s, o):
     if NB:  # nothing there: a non-blocking MSG_WAITALL does not wait
         o["empty"] = attempt(lambda: s.recv(3000, socket.MSG_WAITALL))
+    sync("checked")
     sync("one")
     if NB:  # returns what is there, not waiting for the rest
         wait_in(s)
@@ -182,6 +183,7 @@ def waitall_srv(s, o):
 
 def waitall_cli(s, o):
     data = payload(3000)
+    sync("checked")
     send_all(s, data[:1000])
     sync("one")
     sync("more")
@@ -334,11 +336,12 @@ def sendfile_cli(s, o):
     sync("end")
 
 
-def splice_srv(s, o):
+def splice_into(s, want=None):
+    """os.splice socket -> pipe until `want` bytes, EOF, an error or a stall."""
     r, w = os.pipe()
     buf, end, deadline = bytearray(), None, time.monotonic() + STALL
     flags = os.SPLICE_F_NONBLOCK if NB else 0
-    while end is None:
+    while end is None and (want is None or len(buf) < want):
         if NB and not revents(s, max(0.0, deadline - time.monotonic()), select.POLLIN):
             end = "stalled"
             break
@@ -358,18 +361,29 @@ def splice_srv(s, o):
             chunk = os.read(r, n)
             buf += chunk
             n -= len(chunk)
-    o["received"] = {**digest(bytes(buf)), "end": end}
-    o["intact"] = o["received"]["sha256"] == digest(payload(100_000, 8))["sha256"]
-    # Whatever splice did not take is still readable with recv.
-    o["recv_after"] = read_until(s) if end == "stalled" else None
-    sync("end")
+    os.close(r)
+    os.close(w)
+    return bytes(buf), end or "full"
+
+
+def splice_srv(s, o):
+    sync("sent")
+    data, end = splice_into(s, 100_000)  # before the peer's FIN
+    o["spliced"] = {**digest(data), "end": end, "intact": data == payload(100_000, 8)}
+    sync("spliced")
+    sync("shut")
+    data, end = splice_into(s)  # to EOF
+    o["spliced_to_eof"] = {**digest(data), "end": end}
+    o["recv_after_eof"] = read_until(s)  # anything splice did not see
 
 
 def splice_cli(s, o):
     data = payload(100_000, 8)
     o["sent"] = sum(send_all(s, data[i:i + 4000]) for i in range(0, len(data), 4000))
+    sync("sent")
+    sync("spliced")
     s.shutdown(socket.SHUT_WR)
-    sync("end")
+    sync("shut")
 
 
 def poll_epoll_srv(s, o):
