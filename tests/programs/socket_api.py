@@ -13,7 +13,7 @@ aborts the case), {"event":"result","obs":{...}} with what this end observed, th
 {"event":"done"}. Observations are values, byte strings (short ones as text, long ones as
 length and digest) and errno names; nothing timing-dependent.
 """
-import errno, hashlib, json, os, select, signal, socket, struct, sys, tempfile, termios, time
+import errno, fcntl, hashlib, json, os, select, signal, socket, struct, sys, tempfile, termios, time
 
 ROLE, CASE, MODE, ADDR = sys.argv[1:5]
 NB = MODE == "nonblocking"
@@ -79,7 +79,6 @@ def wait_in(s, timeout=STALL):
 
 
 def ioctl_int(s, req):
-    import fcntl
     try:
         return struct.unpack("i", fcntl.ioctl(s.fileno(), req, b"\0" * 4))[0]
     except OSError as e:
@@ -573,7 +572,7 @@ def main():
 
     signal.signal(signal.SIGALRM, lambda *_: finish(hung=True))
     signal.alarm(40)
-    s, keep = connect()
+    s, _listener = connect()  # the listener stays open for the whole case
     try:
         sync("start")  # both ends connected, nothing sent yet
         CASES[CASE][ROLE == "client"](s, obs)
