@@ -6,6 +6,7 @@
 //! cgroup.
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,8 @@ use crate::run;
 pub struct Outcome {
     /// The exit code; `None` if a signal ended it.
     pub code: Option<i32>,
+    /// The signal that ended it, if one did.
+    pub signal: Option<i32>,
     pub stdout: Vec<u8>,
     pub stderr: String,
 }
@@ -68,6 +71,7 @@ impl Running {
     fn so_far(&self) -> Outcome {
         Outcome {
             code: None,
+            signal: None,
             stdout: self.stdout.lock().unwrap().clone(),
             stderr: String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned(),
         }
@@ -117,7 +121,7 @@ impl Running {
             }
             thread::sleep(Duration::from_millis(5));
         }
-        Ok(Outcome { code: status.code(), ..self.so_far() })
+        Ok(Outcome { code: status.code(), signal: status.signal(), ..self.so_far() })
     }
 
     /// Asks the program to stop (SIGTERM), as a service manager would, then [`Self::wait`]s.
