@@ -14,6 +14,7 @@ pub mod netns;
 pub mod node;
 pub mod payload;
 pub mod pod;
+pub mod program;
 pub mod process;
 pub mod scale;
 pub mod scenario;
