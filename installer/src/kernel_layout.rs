@@ -26,7 +26,10 @@ impl Layout {
     }
 
     pub fn from_btf(path: &Path) -> Result<Self> {
+        // mmap keeps the parse lazy; sysfs files are mmap-able only from 6.18 on (ENODEV
+        // before), where the whole file is read and parsed instead.
         let btf = Btf::from_file_with_backend(path, Backend::Mmap)
+            .or_else(|_| Btf::from_file_with_backend(path, Backend::Cache))
             .map_err(|e| anyhow!("{e}"))
             .with_context(|| format!("read kernel BTF {}", path.display()))?;
         Ok(Self {
