@@ -167,12 +167,16 @@ pub fn run(o: &Opts) -> Result<()> {
     let started = Instant::now();
     let plan = plan(o);
     let runs = o.reps * plan.len() * 5;
+    // Matrix and overhead runs of sockperf, each with its start-up sleep.
+    let sockperf_runs = o.reps * (plan.iter().filter(|c| c.0 != Metric::ConnRate).count() * 4 + 4);
     eprintln!(
-        "[bench] {} cells × 2 scenarios × (plain, accelerated) + AF_UNIX, {} reps, {} s each: ~{} s of traffic, then {} pods for CNI ADD/DEL",
+        "[bench] {} cells × 2 scenarios × (plain, accelerated) + AF_UNIX, {} reps, {} s each: ~{} s of traffic \
+         and {} s of sockperf's start-up sleeps, then {} pods for CNI ADD/DEL",
         plan.len(),
         o.reps,
         o.secs,
         runs as u32 * o.secs,
+        sockperf_runs as f64 * sockperf::STARTUP_SLEEP.as_secs_f64(),
         o.pods
     );
     let node = TestNode::new()?;

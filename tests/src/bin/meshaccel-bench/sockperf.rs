@@ -25,6 +25,8 @@ pub const PORT: u16 = 11111;
 pub const MIN_SIZE: usize = 14;
 /// The largest `-m` sockperf's client takes with a feed file (a UDP datagram's payload).
 pub const MAX_SIZE: usize = 65507;
+/// Each client run connects, then sleeps this long before it sends (hard-coded in 3.7).
+pub const STARTUP_SLEEP: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Test {
@@ -77,7 +79,7 @@ pub fn server(pod: &Pod, dir: &Path, pin: bool) -> Result<Proc> {
 }
 
 /// Runs `test` from a client in `pod` (on CPU 0 when pinned) against the sockperf server at
-/// `host`. Each run connects, then sockperf sleeps 2 s before it starts (hard-coded).
+/// `host`. Each run costs [`STARTUP_SLEEP`] more than `secs`.
 pub fn run(pod: &Pod, host: &str, dir: &Path, test: Test, size: usize, secs: u32, pin: bool) -> Result<Measured> {
     ensure!((MIN_SIZE..=MAX_SIZE).contains(&size), "sockperf sends {MIN_SIZE}–{MAX_SIZE} byte messages, not {size}");
     let (feed, size_arg, secs_arg) = (feed(dir, host)?, size.to_string(), secs.to_string());
