@@ -1,35 +1,32 @@
 //! Connection rate: connect, 1 byte each way, close, as fast as one client can, against a
-//! server that handles one connection at a time. The server closes first (it has its answer
-//! out), so TIME_WAIT sockets pile up on its side and the client never runs out of ports.
-//! Runs inside pods over TCP, and outside over an AF_UNIX path socket as the reference.
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::net::{UnixListener, UnixStream};
+//! server that answers each connection. The server closes first (it has its answer out), so
+//! TIME_WAIT sockets pile up on its side and the client never runs out of ports. Runs inside
+//! pods over TCP, and outside over an AF_UNIX path socket as the reference.
+//!
+//! Both ends are event-driven, as the programs meshaccel accelerates: every socket is
+//! O_NONBLOCK from its creation (the client's connect returns EINPROGRESS, the listener is
+//! non-blocking when connections are established) and each side waits in epoll_wait.
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use nix::errno::Errno;
 use nix::sched::{sched_setaffinity, CpuSet};
-use nix::unistd::Pid;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::socket::{self, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrLike, SockaddrStorage, UnixAddr};
+use nix::unistd::{read, write, Pid};
 use serde_json::json;
 
 use crate::args::Args;
 
-trait Conn: Read + Write {}
-impl<T: Read + Write> Conn for T {}
-
-enum Listener {
-    Tcp(TcpListener),
-    Unix(UnixListener),
-}
-
-impl Listener {
-    fn accept(&self) -> io::Result<Box<dyn Conn>> {
-        Ok(match self {
-            Self::Tcp(l) => Box::new(l.accept()?.0),
-            Self::Unix(l) => Box::new(l.accept()?.0),
-        })
-    }
-}
+/// A stalled exchange fails after this (the bench's deadline for the whole client is longer).
+const STALL: Duration = Duration::from_secs(5);
+/// epoll data of the listener; connections are their fds.
+const LISTENER: u64 = u64::MAX;
 
 /// Pins the calling thread to `--cpu` when given.
 pub fn pin_from(a: &Args) -> Result<()> {
@@ -51,31 +48,144 @@ fn emit(v: serde_json::Value) {
     let _ = out.flush();
 }
 
-/// Reads exactly one byte; EAGAIN/EINTR (which a redirected blocking socket can return
-/// spuriously) are retried.
-fn read_byte(c: &mut dyn Conn) -> io::Result<usize> {
-    let mut b = [0u8; 1];
-    loop {
-        match c.read(&mut b) {
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
-            other => return other,
-        }
-    }
+/// `--listen ADDR` or `--connect ADDR` (TCP), else `--unix PATH`.
+fn address(a: &Args, tcp_flag: &str) -> Result<Box<dyn SockaddrLike>> {
+    Ok(match a.get_or("unix", String::new())? {
+        p if p.is_empty() => Box::new(SockaddrStorage::from(a.get::<SocketAddr>(tcp_flag)?)),
+        p => Box::new(UnixAddr::new(p.as_str())?),
+    })
+}
+
+fn is_tcp(addr: &dyn SockaddrLike) -> bool {
+    addr.family() != Some(AddressFamily::Unix)
+}
+
+/// A non-blocking stream socket of `addr`'s family.
+fn nonblocking_socket(addr: &dyn SockaddrLike) -> nix::Result<OwnedFd> {
+    let family = addr.family().unwrap_or(AddressFamily::Unix);
+    socket::socket(family, SockType::Stream, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None)
 }
 
 /// `conn-server`: prints `listening`, then serves until killed.
 pub fn serve(a: &Args) -> Result<()> {
     pin_from(a)?;
-    let listener = match a.get_or("unix", String::new())? {
-        p if p.is_empty() => Listener::Tcp(TcpListener::bind(a.get::<SocketAddr>("listen")?)?),
-        p => Listener::Unix(UnixListener::bind(&p).with_context(|| format!("bind {p}"))?),
-    };
+    let addr = address(a, "listen")?;
+    let listener = nonblocking_socket(&*addr)?;
+    if is_tcp(&*addr) {
+        socket::setsockopt(&listener, sockopt::ReuseAddr, &true)?;
+    }
+    socket::bind(listener.as_raw_fd(), &*addr).context("bind")?;
+    socket::listen(&listener, Backlog::new(128)?)?;
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    epoll.add(&listener, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))?;
     emit(json!({"event": "listening"}));
+    let mut conns: HashMap<u64, OwnedFd> = HashMap::new();
+    let mut events = [EpollEvent::empty(); 64];
     loop {
-        let mut c = listener.accept()?;
-        // A failed exchange is the client's to report; keep serving.
-        if read_byte(&mut *c).ok() == Some(1) {
-            let _ = c.write_all(b"y");
+        let n = match epoll.wait(&mut events, 1000u16) {
+            Ok(n) => n,
+            Err(Errno::EINTR) => 0,
+            Err(e) => return Err(e.into()),
+        };
+        for ev in &events[..n] {
+            if ev.data() == LISTENER {
+                accept_all(&listener, &epoll, &mut conns)?;
+                continue;
+            }
+            let Some(fd) = conns.get(&ev.data()) else { continue };
+            let mut b = [0u8; 1];
+            match read(fd.as_fd(), &mut b) {
+                Err(Errno::EAGAIN | Errno::EINTR) => continue,
+                // The question: answer (one byte into an empty send buffer), then close.
+                Ok(1) => {
+                    let _ = write(fd, b"y");
+                }
+                // A failed exchange is the client's to report; keep serving.
+                _ => {}
+            }
+            // Closing the only fd of the socket also removes it from the epoll set.
+            conns.remove(&ev.data());
+        }
+    }
+}
+
+fn accept_all(listener: &OwnedFd, epoll: &Epoll, conns: &mut HashMap<u64, OwnedFd>) -> Result<()> {
+    loop {
+        match socket::accept4(listener.as_raw_fd(), SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC) {
+            Ok(raw) => {
+                // SAFETY: accept4 returned a new fd that nothing else owns.
+                let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+                epoll.add(&fd, EpollEvent::new(EpollFlags::EPOLLIN, raw as u64))?;
+                conns.insert(raw as u64, fd);
+            }
+            Err(Errno::EAGAIN) => return Ok(()),
+            Err(Errno::EINTR | Errno::ECONNABORTED) => {}
+            Err(e) => bail!("accept: {e}"),
+        }
+    }
+}
+
+/// The client's epoll set, holding the one connection in flight.
+struct Client {
+    epoll: Epoll,
+    /// What the connection in the set waits for (changed only when it must: each change is
+    /// a syscall on the measured path).
+    interest: Cell<EpollFlags>,
+    target: Box<dyn SockaddrLike>,
+}
+
+impl Client {
+    /// Waits until `fd` is ready for `flags`.
+    fn wait(&self, fd: &OwnedFd, flags: EpollFlags) -> io::Result<()> {
+        if self.interest.replace(flags) != flags {
+            self.epoll.modify(fd, &mut EpollEvent::new(flags, 0))?;
+        }
+        let since = Instant::now();
+        loop {
+            match self.epoll.wait(&mut [EpollEvent::empty()], 100u8) {
+                Ok(1..) => return Ok(()),
+                Ok(0) if since.elapsed() > STALL => return Err(io::Error::other(format!("no {flags:?} for {STALL:?}"))),
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// One read, after waiting for input as long as the socket has none.
+    fn read(&self, fd: &OwnedFd, b: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match read(fd.as_fd(), b) {
+                Err(Errno::EAGAIN | Errno::EINTR) => self.wait(fd, EpollFlags::EPOLLIN)?,
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    /// One connection: connect, write `x`, read `y`, read EOF, close.
+    fn exchange(&self) -> io::Result<()> {
+        let fd = nonblocking_socket(&*self.target)?;
+        if is_tcp(&*self.target) {
+            socket::setsockopt(&fd, sockopt::TcpNoDelay, &true)?;
+        }
+        self.epoll.add(&fd, EpollEvent::new(EpollFlags::EPOLLOUT, 0))?;
+        self.interest.set(EpollFlags::EPOLLOUT);
+        match socket::connect(fd.as_raw_fd(), &*self.target) {
+            Ok(()) => {}
+            Err(Errno::EINPROGRESS) => {
+                self.wait(&fd, EpollFlags::EPOLLOUT)?;
+                if let e @ 1.. = socket::getsockopt(&fd, sockopt::SocketError)? {
+                    return Err(io::Error::from_raw_os_error(e));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if write(&fd, b"x")? != 1 {
+            return Err(io::Error::other("short write"));
+        }
+        let mut b = [0u8; 2];
+        match (self.read(&fd, &mut b)?, self.read(&fd, &mut b)?) {
+            (1, 0) => Ok(()),
+            got => Err(io::Error::other(format!("answer/EOF reads returned {got:?}"))),
         }
     }
 }
@@ -85,36 +195,13 @@ pub fn serve(a: &Args) -> Result<()> {
 pub fn client(a: &Args) -> Result<()> {
     pin_from(a)?;
     let secs: f64 = a.get("secs")?;
-    let unix: String = a.get_or("unix", String::new())?;
-    let tcp: Option<SocketAddr> = if unix.is_empty() { Some(a.get("connect")?) } else { None };
-    let open = || -> io::Result<Box<dyn Conn>> {
-        Ok(match tcp {
-            Some(addr) => {
-                let s = TcpStream::connect(addr)?;
-                s.set_nodelay(true)?;
-                Box::new(s)
-            }
-            None => Box::new(UnixStream::connect(&unix)?),
-        })
-    };
+    let c = Client { epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?, interest: Cell::new(EpollFlags::empty()), target: address(a, "connect")? };
     let (start, mut conns, mut errors) = (Instant::now(), 0u64, Vec::<String>::new());
     let deadline = start + Duration::from_secs_f64(secs);
-    while Instant::now() < deadline {
-        let exchange = || -> io::Result<()> {
-            let mut c = open()?;
-            c.write_all(b"x")?;
-            match (read_byte(&mut *c)?, read_byte(&mut *c)?) {
-                (1, 0) => Ok(()),
-                got => Err(io::Error::other(format!("answer/EOF reads returned {got:?}"))),
-            }
-        };
-        match exchange() {
+    while Instant::now() < deadline && errors.len() < 5 {
+        match c.exchange() {
             Ok(()) => conns += 1,
-            Err(e) if errors.len() < 5 => errors.push(e.to_string()),
-            Err(_) => {}
-        }
-        if errors.len() >= 5 {
-            break;
+            Err(e) => errors.push(e.to_string()),
         }
     }
     emit(json!({"event": "done", "conns": conns, "secs": start.elapsed().as_secs_f64(), "errors": errors}));

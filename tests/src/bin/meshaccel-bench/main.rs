@@ -1,7 +1,7 @@
 //! `meshaccel-bench`: same-node TCP plain vs accelerated, through the real CNI chain.
 //!
 //! ```text
-//! meshaccel-bench [run] [--quick] [--reps N] [--sizes 1,16,64,1K,…] [--secs N] [--pods N]
+//! meshaccel-bench [run] [--quick] [--reps N] [--sizes 16,64,1K,…] [--secs N] [--pods N]
 //!                       [--out DIR] [--pin | --no-pin]
 //! meshaccel-bench conn-server (--listen ADDR | --unix PATH) [--cpu N]     (inside a pod)
 //! meshaccel-bench conn-client (--connect ADDR | --unix PATH) --secs N [--cpu N]
@@ -10,11 +10,12 @@
 //! ```
 //! `run` sets up a node (bridge + host-local + meshaccel), two accelerated pods and two pods
 //! opted out by annotation (identical veth/bridge paths), and measures, interleaved and
-//! repeated: qperf ping-pong latency and stream bandwidth per message size, connection rate
-//! (connect + 1 B each way + close), each pod↔pod and over loopback inside one pod, plus an
-//! AF_UNIX reference measured the same way; then CNI ADD/DEL latency per plugin over `--pods`
-//! pods. It prints a Markdown table and writes it, a JSON file with every sample and an SVG
-//! heatmap to `--out`. See docs/benchmark.md.
+//! repeated: sockperf ping-pong latency and stream bandwidth per message size, connection
+//! rate (connect + 1 B each way + close), all with non-blocking sockets in epoll loops, each
+//! pod↔pod and over loopback inside one pod, plus an AF_UNIX reference measured the same way;
+//! then CNI ADD/DEL latency per plugin over `--pods` pods. It prints a Markdown table and
+//! writes it, a JSON file with every sample and an SVG heatmap to `--out`. See
+//! docs/benchmark.md.
 #[path = "../meshaccel-testkit/args.rs"]
 mod args;
 mod child;
@@ -26,10 +27,10 @@ mod matrix;
 mod mesh;
 mod opts;
 mod overhead;
-mod qperf;
 mod reference;
 mod report;
 mod run;
+mod sockperf;
 mod stats;
 
 use std::process::ExitCode;

@@ -18,7 +18,8 @@ pub enum Metric {
 impl Metric {
     pub fn label(self) -> &'static str {
         match self {
-            Self::PingPong => "ping-pong latency",
+            // sockperf's latency, like qperf's before it: half the mean round trip.
+            Self::PingPong => "ping-pong one-way latency",
             Self::Stream => "stream bandwidth",
             Self::ConnRate => "connect + 1 B + close",
         }
@@ -86,7 +87,7 @@ pub struct Key {
 }
 
 /// An accelerated sample with less than this share of its bytes redirected measured plain
-/// TCP (e.g. only qperf's control connection was redirected): invalid.
+/// TCP (e.g. only some other connection of the run was redirected): invalid.
 const MIN_SHARE: f64 = 0.5;
 /// Below this share it counts, but the cell is marked partial.
 const FULL_SHARE: f64 = 0.9;

@@ -1,21 +1,31 @@
-//! The physical-limit column: AF_UNIX stream sockets, measured like qperf measures TCP
-//! (blocking sockets, `size` bytes per read/write call, client and server on the CPUs qperf
-//! gets), in two threads of this process over a socketpair.
+//! The physical-limit column: AF_UNIX stream sockets measured the way sockperf measures TCP
+//! (sockperf.rs): non-blocking sockets, one recv per epoll wakeup (10 ms epoll timeouts),
+//! `size`-byte messages, a send that hits EAGAIN retried at once, the receiver reading up to
+//! 65507 bytes per recv (the client, waiting for its answer, up to `size`); latency one way,
+//! half the mean round trip; bandwidth the bytes the client sent ÷ its send time. Client and
+//! server are two threads of this process over a socketpair, on the CPUs sockperf gets.
 use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
 use crate::connrate::pin;
-use crate::qperf::Test;
+use crate::sockperf::{Test, MAX_SIZE};
 
-/// Latency in µs (one way, half a round trip, as qperf reports it) or bandwidth in MB/s.
+/// A receiver that has seen nothing for this long has lost its peer.
+const STALL: Duration = Duration::from_secs(10);
+
+/// Latency in µs (one way) or bandwidth in MB/s.
 pub fn socketpair(test: Test, size: usize, secs: u32, pin_cpus: bool) -> Result<f64> {
     let (client, server) = UnixStream::pair()?;
-    let dur = Duration::from_secs(secs.into());
-    let server = thread::spawn(move || -> io::Result<(u64, Duration)> {
+    client.set_nonblocking(true)?;
+    server.set_nonblocking(true)?;
+    let server = thread::spawn(move || -> io::Result<()> {
         if pin_cpus {
             pin(1).map_err(io::Error::other)?;
         }
@@ -24,20 +34,17 @@ pub fn socketpair(test: Test, size: usize, secs: u32, pin_cpus: bool) -> Result<
     if pin_cpus {
         pin(0)?;
     }
-    let sent = drive(client, test, size, dur);
-    let (received, elapsed) = server.join().map_err(|_| anyhow::anyhow!("server thread panicked"))??;
-    let round_trips = sent?;
+    let sent = drive(client, test, size, Duration::from_secs(secs.into()));
+    server.join().map_err(|_| anyhow::anyhow!("server thread panicked"))??;
+    let (messages, elapsed) = sent?;
     if pin_cpus {
         unpin()?;
     }
+    let secs = elapsed.as_secs_f64();
     Ok(match test {
-        Test::Latency => dur_per(elapsed, 2 * round_trips),
-        Test::Bandwidth => received as f64 / elapsed.as_secs_f64() / 1e6,
+        Test::PingPong => secs * 1e6 / (2 * messages.max(1)) as f64,
+        Test::Stream => (messages * size as u64) as f64 / secs / 1e6,
     })
-}
-
-fn dur_per(d: Duration, n: u64) -> f64 {
-    d.as_secs_f64() * 1e6 / n.max(1) as f64
 }
 
 fn unpin() -> Result<()> {
@@ -46,50 +53,89 @@ fn unpin() -> Result<()> {
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &all).context("unpin")
 }
 
-/// The client: ping-pongs (returns round trips) or writes (returns messages) for `dur`, then
-/// closes its sending side.
-fn drive(mut s: UnixStream, test: Test, size: usize, dur: Duration) -> io::Result<u64> {
-    let mut buf = vec![0u8; size];
-    let (deadline, mut n) = (Instant::now() + dur, 0u64);
-    while Instant::now() < deadline {
-        s.write_all(&buf)?;
-        if test == Test::Latency {
-            s.read_exact(&mut buf)?;
+/// One socket in its own epoll set, waiting for input.
+struct Socket {
+    s: UnixStream,
+    epoll: Epoll,
+}
+
+impl Socket {
+    fn new(s: UnixStream) -> io::Result<Self> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        epoll.add(s.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 0))?;
+        Ok(Self { s, epoll })
+    }
+
+    /// Waits in epoll_wait until readable, then one recv of up to `buf.len()` bytes; 0 is EOF.
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let since = Instant::now();
+        loop {
+            match self.epoll.wait(&mut [EpollEvent::empty()], 10u8) {
+                Ok(0) if since.elapsed() > STALL => return Err(io::Error::other("no data for 10 s")),
+                Ok(0) | Err(Errno::EINTR) => continue,
+                Ok(_) => {}
+                Err(e) => return Err(e.into()),
+            }
+            match self.s.read(buf) {
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// Sends all of `buf`; sockperf retries a send that returns EAGAIN at once (it never
+    /// waits for EPOLLOUT), so this does too.
+    fn send(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.s.write(buf) {
+                Ok(n) => buf = &buf[n..],
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The client: ping-pongs or writes `size`-byte messages for `dur`, then closes; the
+/// messages (round trips for ping-pong) and the time they took.
+fn drive(s: UnixStream, test: Test, size: usize, dur: Duration) -> io::Result<(u64, Duration)> {
+    let (mut s, mut msg, mut reply) = (Socket::new(s)?, vec![0u8; size], vec![0u8; size]);
+    let (start, mut n) = (Instant::now(), 0u64);
+    while start.elapsed() < dur {
+        s.send(&msg)?;
+        if test == Test::PingPong {
+            let mut got = 0;
+            while got < size {
+                match s.recv(&mut reply[got..])? {
+                    0 => return Err(io::Error::other("EOF before the answer")),
+                    k => got += k,
+                }
+            }
+            std::mem::swap(&mut msg, &mut reply);
         }
         n += 1;
     }
-    s.shutdown(std::net::Shutdown::Write)?;
-    Ok(n)
+    Ok((n, start.elapsed()))
 }
 
-/// The server: echoes (ping-pong) or reads (stream) `size`-byte messages until EOF. Returns
-/// the bytes received and the time from the first byte to EOF.
-fn serve(mut s: UnixStream, test: Test, size: usize) -> io::Result<(u64, Duration)> {
-    let mut buf = vec![0u8; size];
-    let (mut start, mut total) = (None, 0u64);
+/// The server: echoes each whole `size`-byte message (ping-pong) or drops what it reads
+/// (stream), until EOF.
+fn serve(s: UnixStream, test: Test, size: usize) -> io::Result<()> {
+    let (mut s, mut buf, mut pending) = (Socket::new(s)?, vec![0u8; MAX_SIZE], 0usize);
     loop {
-        let n = read_full(&mut s, &mut buf)?;
-        start.get_or_insert_with(Instant::now);
-        total += n as u64;
-        if n < size {
-            return Ok((total, start.unwrap().elapsed()));
+        let n = s.recv(&mut buf)?;
+        if n == 0 {
+            return Ok(());
         }
-        if test == Test::Latency {
-            s.write_all(&buf)?;
-        }
-    }
-}
-
-/// Reads until `buf` is full or EOF; the count read.
-fn read_full(s: &mut UnixStream, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match s.read(&mut buf[got..])? {
-            0 => break,
-            n => got += n,
+        if test == Test::PingPong {
+            pending += n;
+            while pending >= size {
+                s.send(&buf[..size])?;
+                pending -= size;
+            }
         }
     }
-    Ok(got)
 }
 
 #[cfg(test)]
@@ -98,7 +144,7 @@ mod tests {
 
     #[test]
     fn socketpair_measures_a_positive_value() {
-        for test in [Test::Latency, Test::Bandwidth] {
+        for test in [Test::PingPong, Test::Stream] {
             let v = socketpair(test, 64, 1, false).unwrap();
             assert!(v.is_finite() && v > 0.0, "{test:?}: {v}");
         }

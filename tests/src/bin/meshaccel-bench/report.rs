@@ -22,7 +22,8 @@ pub struct Settings {
     pub pinned: bool,
     pub pinning: String,
     pub pods: usize,
-    pub qperf: String,
+    /// `sockperf --version`'s first line.
+    pub sockperf: String,
 }
 
 #[derive(Serialize)]
@@ -53,10 +54,11 @@ pub struct Report {
 
 impl Report {
     pub fn new(o: &Opts, machine: Machine, m: &Matrix, cni: CniLatency, overhead: Vec<overhead::Row>, took: Duration) -> Self {
-        let qperf = meshaccel_tests::run("qperf", &["--version"]).map(|v| v.trim().to_string()).unwrap_or_else(|_| "qperf".into());
+        let sockperf = meshaccel_tests::run("sockperf", &["--version"]).ok().and_then(|v| v.lines().next().map(str::to_string));
+        let sockperf = sockperf.unwrap_or_else(|| "sockperf".into()).replace(", version", "").replace("-no.git", "");
         Self {
             machine,
-            settings: Settings { reps: o.reps, secs: o.secs, sizes: o.sizes.clone(), pinned: o.pin, pinning: o.pin_reason.clone(), pods: o.pods, qperf },
+            settings: Settings { reps: o.reps, secs: o.secs, sizes: o.sizes.clone(), pinned: o.pin, pinning: o.pin_reason.clone(), pods: o.pods, sockperf },
             duration_secs: took.as_secs_f64(),
             cells: m.summaries(),
             samples: m
@@ -109,14 +111,17 @@ impl Report {
         let pin = format!("{pin} ({})", s.pinning);
         let _ = writeln!(
             out,
-            "Method: {}, `tcp_lat` / `tcp_bw` with `-m` size; {} repetitions × {} s per sample; in each repetition plain and \
+            "Method: {}, `ping-pong` / `throughput` with `-m` size, event-driven (`--nonblocked -F epoll`: non-blocking \
+             sockets in an epoll loop, as in the programs meshaccel accelerates); latency is one-way, half the mean round trip; \
+             bandwidth is the bytes the client sent ÷ its send time; connection rate: `meshaccel-bench conn-client` / \
+             `conn-server`, epoll and non-blocking too. {} repetitions × {} s per sample; in each repetition plain and \
              accelerated run back to back, alternating which goes first; {pin}. **Ratio** = how many times faster accelerated \
              is (bandwidth and rate: accelerated ÷ plain; latency: plain ÷ accelerated), median of the per-repetition ratios \
              (min–max); > 1 is faster. Plain and accelerated values are medians. **AF_UNIX** = the physical limit, a stream \
-             socketpair (a path socket for connections) measured the same way. Every accelerated sample was checked against \
+             socketpair (a path socket for connections) measured the same way (non-blocking, epoll, same sizes). Every accelerated sample was checked against \
              meshaccel's counters (bytes redirected ≥ 50 % of the bytes carried, or — marked ᵖ — the paired connection was \
              moved to plain TCP by meshaccel's streaming rule, `streaming_fallbacks`; plain samples: none redirected).\n",
-            s.qperf, s.reps, s.secs
+            s.sockperf, s.reps, s.secs
         );
         let _ = writeln!(out, "| metric | size | pod↔pod ratio | plain | accel | loopback ratio | plain | accel | AF_UNIX |");
         let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");

@@ -10,7 +10,7 @@ use meshaccel_tests::{binaries, run as run_cmd, Pod, Proc, TestNode};
 
 use crate::matrix::{Key, Matrix, Metric, Mode, Sample, Scenario};
 use crate::opts::{size_label, Opts};
-use crate::qperf::{self, Test};
+use crate::sockperf::{self, Test};
 use crate::report::Report;
 use crate::{cni_latency, machine::Machine, overhead, reference};
 
@@ -88,32 +88,32 @@ fn conn_client_args<'a>(o: &'a Opts, secs: &'a str, target: [&'a str; 2]) -> Vec
 }
 
 /// One sample of one cell in one mode: the value and the bytes the test carried.
-fn measure(pods: &Pods, key: Key, mode: Mode, o: &Opts) -> Result<(f64, u64)> {
+fn measure(pods: &Pods, key: Key, mode: Mode, dir: &Path, o: &Opts) -> Result<(f64, u64)> {
     let (client, host) = pods.client(key.scenario, mode);
-    measure_from(client, &host, key.metric, key.size, o)
+    measure_from(client, &host, key.metric, key.size, dir, o)
 }
 
-/// One sample from `client` towards the servers at `host`.
-fn measure_from(client: &Pod, host: &str, metric: Metric, size: usize, o: &Opts) -> Result<(f64, u64)> {
+/// One sample from `client` towards the servers at `host`; `dir` holds sockperf's feed files.
+fn measure_from(client: &Pod, host: &str, metric: Metric, size: usize, dir: &Path, o: &Opts) -> Result<(f64, u64)> {
     let test = match metric {
-        Metric::PingPong => Test::Latency,
-        Metric::Stream => Test::Bandwidth,
+        Metric::PingPong => Test::PingPong,
+        Metric::Stream => Test::Stream,
         Metric::ConnRate => {
             let (secs, target) = (o.secs.to_string(), format!("{host}:{CONN_PORT}"));
             let args = conn_client_args(o, &secs, ["--connect", &target]);
             return conn_rate(client.command(&bench_exe()?, &args)?, o);
         }
     };
-    let m = qperf::run(client, host, test, size, o.secs, o.pin)?;
+    let m = sockperf::run(client, host, dir, test, size, o.secs, o.pin)?;
     Ok((m.value, m.data_bytes))
 }
 
 /// What the overhead section measures: bulk and small-write bandwidth, connection rate.
-const OVERHEAD_PLAN: [(Metric, usize); 3] = [(Metric::Stream, 64 << 10), (Metric::Stream, 64), (Metric::ConnRate, 1)];
+const OVERHEAD_PLAN: [(Metric, usize); 3] = [(Metric::Stream, sockperf::MAX_SIZE), (Metric::Stream, 64), (Metric::ConnRate, 1)];
 
 /// One repetition of the overhead rows: opted-out and accelerated clients against the same
 /// opted-out server, in alternating order; a run that redirected anything does not count.
-fn overhead_rep(node: &TestNode, pods: &Pods, rep: usize, o: &Opts, rows: &mut [overhead::Samples]) -> Result<()> {
+fn overhead_rep(node: &TestNode, pods: &Pods, rep: usize, dir: &Path, o: &Opts, rows: &mut [overhead::Samples]) -> Result<()> {
     let host = pods.plain.0.ip().to_string();
     for (i, (&(metric, size), samples)) in OVERHEAD_PLAN.iter().zip(rows.iter_mut()).enumerate() {
         let mut values = [None, None];
@@ -121,7 +121,7 @@ fn overhead_rep(node: &TestNode, pods: &Pods, rep: usize, o: &Opts, rows: &mut [
         for which in order {
             let client = if which == 0 { &pods.plain.1 } else { &pods.accelerated.1 };
             let before = counters(node)?;
-            let outcome = measure_from(client, &host, metric, size, o);
+            let outcome = measure_from(client, &host, metric, size, dir, o);
             let redirected = since(counters(node)?, &before).get("bytes_redirected").copied().unwrap_or(0);
             values[which] = match outcome {
                 Ok(_) if redirected > 0 => {
@@ -144,8 +144,8 @@ fn overhead_rep(node: &TestNode, pods: &Pods, rep: usize, o: &Opts, rows: &mut [
 /// The AF_UNIX reference for one (metric, size).
 fn reference(metric: Metric, size: usize, unix_path: &Path, o: &Opts) -> Result<f64> {
     match metric {
-        Metric::PingPong => reference::socketpair(Test::Latency, size, o.secs, o.pin),
-        Metric::Stream => reference::socketpair(Test::Bandwidth, size, o.secs, o.pin),
+        Metric::PingPong => reference::socketpair(Test::PingPong, size, o.secs, o.pin),
+        Metric::Stream => reference::socketpair(Test::Stream, size, o.secs, o.pin),
         Metric::ConnRate => {
             let (secs, path) = (o.secs.to_string(), unix_path.display().to_string());
             let mut cmd = Command::new(bench_exe()?);
@@ -167,19 +167,25 @@ pub fn run(o: &Opts) -> Result<()> {
     let started = Instant::now();
     let plan = plan(o);
     let runs = o.reps * plan.len() * 5;
+    // Matrix and overhead runs of sockperf, each with its start-up sleep.
+    let sockperf_runs = o.reps * (plan.iter().filter(|c| c.0 != Metric::ConnRate).count() * 4 + 4);
     eprintln!(
-        "[bench] {} cells × 2 scenarios × (plain, accelerated) + AF_UNIX, {} reps, {} s each: ~{} s of traffic, then {} pods for CNI ADD/DEL",
+        "[bench] {} cells × 2 scenarios × (plain, accelerated) + AF_UNIX, {} reps, {} s each: ~{} s of traffic \
+         and {} s of sockperf's start-up sleeps, then {} pods for CNI ADD/DEL",
         plan.len(),
         o.reps,
         o.secs,
         runs as u32 * o.secs,
+        sockperf_runs as f64 * sockperf::STARTUP_SLEEP.as_secs_f64(),
         o.pods
     );
     let node = TestNode::new()?;
     let pods = Pods::start(&node)?;
+    // The AF_UNIX socket and sockperf's feed files.
+    let dir = tempdir()?;
     let mut servers = vec![];
     for pod in pods.servers() {
-        servers.push(qperf::server(pod)?);
+        servers.push(sockperf::server(pod, &dir.0, o.pin)?);
         let (listen, mut args) = (format!("0.0.0.0:{CONN_PORT}"), vec!["conn-server", "--listen"]);
         args.push(&listen);
         args.extend(cpu_args(o, "1"));
@@ -187,8 +193,7 @@ pub fn run(o: &Opts) -> Result<()> {
         p.expect_event("listening", Duration::from_secs(30))?;
         servers.push(p);
     }
-    let unix_dir = tempdir()?;
-    let unix_path = unix_dir.0.join("conn.sock");
+    let unix_path = dir.0.join("conn.sock");
     let mut cmd = Command::new(bench_exe()?);
     cmd.args(["conn-server", "--unix"]).arg(&unix_path).args(cpu_args(o, "1"));
     let mut unix_server = Proc::spawn("unix conn-server", cmd)?;
@@ -204,7 +209,7 @@ pub fn run(o: &Opts) -> Result<()> {
                 let modes = if (rep + i) % 2 == 0 { [Mode::Plain, Mode::Accelerated] } else { [Mode::Accelerated, Mode::Plain] };
                 for mode in modes {
                     let before = counters(&node)?;
-                    let outcome = measure(&pods, key, mode, o);
+                    let outcome = measure(&pods, key, mode, &dir.0, o);
                     let sample = Sample::judge(rep, mode, outcome, since(counters(&node)?, &before));
                     log_sample(rep, o.reps, key, mode, &sample);
                     m.push(key, mode, sample);
@@ -213,7 +218,7 @@ pub fn run(o: &Opts) -> Result<()> {
             let r = reference(metric, size, &unix_path, o).with_context(|| format!("AF_UNIX {} {}", metric.short(), size_label(size)))?;
             m.reference.entry((metric, size)).or_default().push(r);
         }
-        overhead_rep(&node, &pods, rep, o, &mut overhead_samples)?;
+        overhead_rep(&node, &pods, rep, &dir.0, o, &mut overhead_samples)?;
     }
     let overhead: Vec<_> = OVERHEAD_PLAN.iter().zip(&overhead_samples).map(|(&(m, s), x)| x.row(m, s)).collect();
     drop((servers, unix_server));
@@ -246,7 +251,7 @@ fn log_sample(rep: usize, reps: usize, key: Key, mode: Mode, s: &Sample) {
     );
 }
 
-/// A private directory for the AF_UNIX socket, removed on drop.
+/// A private directory for the AF_UNIX socket and the feed files, removed on drop.
 struct TempDir(PathBuf);
 
 fn tempdir() -> Result<TempDir> {
