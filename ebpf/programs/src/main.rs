@@ -205,7 +205,28 @@ mod programs {
         file == 0 || kernel_read::<u32>(file, node_slot(node::FILE_FLAGS)).is_none_or(|f| f & O_NONBLOCK == 0)
     }
 
-    /// Where a socket of the context listens, or connects from: `ip4` 0 for any address.
+    /// A local address as `LISTENERS` keys it: IPv4 (v4-mapped too), 0 for any (`0.0.0.0`,
+    /// `[::]`, which also accepts IPv4 clients); None for pure IPv6, which stays plain.
+    #[inline(always)]
+    fn listen_ip4(family: u32, ip4: u32, ip6: [u32; 4]) -> Option<u32> {
+        match family {
+            AF_INET => Some(ip4),
+            AF_INET6 if ip6 == [0; 4] => Some(0),
+            AF_INET6 => v4_mapped(ip6),
+            _ => None,
+        }
+    }
+
+    /// The listener recorded on `key`'s address, else on any address of its port.
+    #[inline(always)]
+    fn find_listener(mut key: ListenerKey) -> Option<*mut Listener> {
+        LISTENERS.get_ptr_mut(&key).or_else(|| {
+            key.ip4 = 0;
+            LISTENERS.get_ptr_mut(&key)
+        })
+    }
+
+    /// The `ListenerKey` of a sock_ops context's local address.
     #[inline(always)]
     fn listener_key(ops: *const bpf_sock_ops, ip4: u32) -> ListenerKey {
         // SAFETY: ops is the program's context pointer.
@@ -217,20 +238,8 @@ mod programs {
     /// connections it accepts can be judged by its mode (see [`listener_blocking`]).
     #[inline(always)]
     fn record_listener(ops: *mut bpf_sock_ops) {
-        let ip4 = match ctx_read!(ops, family) {
-            AF_INET => ctx_read!(ops, local_ip4),
-            // [::] (also accepts IPv4 clients) and v4-mapped listeners; pure IPv6 stays plain.
-            AF_INET6 => {
-                let ip6 = ctx_read!(ops, local_ip6);
-                if ip6 == [0; 4] {
-                    0
-                } else if let Some(ip4) = v4_mapped(ip6) {
-                    ip4
-                } else {
-                    return;
-                }
-            }
-            _ => return,
+        let Some(ip4) = listen_ip4(ctx_read!(ops, family), ctx_read!(ops, local_ip4), ctx_read!(ops, local_ip6)) else {
+            return;
         };
         let socket = socket_of(ctx_read!(ops, __bindgen_anon_2.sk).cast());
         let file = file_of(socket);
@@ -244,9 +253,8 @@ mod programs {
     /// attached) count as blocking.
     #[inline(always)]
     fn listener_blocking(ops: *const bpf_sock_ops, local: &Endpoint) -> bool {
-        let found = LISTENERS.get_ptr(&listener_key(ops, local.ip4)).or_else(|| LISTENERS.get_ptr(&listener_key(ops, 0)));
         // SAFETY: a live map value, copied at once.
-        let Some(l) = found.map(|p| unsafe { *p }) else { return true };
+        let Some(l) = find_listener(listener_key(ops, local.ip4)).map(|p| unsafe { *p }) else { return true };
         // A listener closed since has a freed socket: its file field no longer matches.
         file_of(l.socket) != l.file || l.accepted_blocking != 0 || blocking(l.file)
     }
@@ -686,19 +694,14 @@ mod programs {
     /// Marks the listener of the accepted socket sending `msg` as accepting blocking sockets.
     #[inline(always)]
     fn mark_listener(msg: *const sk_msg_md) {
-        let ip4 = match ctx_read!(msg, family) {
-            AF_INET => ctx_read!(msg, local_ip4),
-            _ => v4_mapped(ctx_read!(msg, local_ip6)).unwrap_or(0),
+        let Some(ip4) = listen_ip4(ctx_read!(msg, family), ctx_read!(msg, local_ip4), ctx_read!(msg, local_ip6)) else {
+            return;
         };
         // SAFETY: msg is the program's context pointer.
         let netns_cookie = unsafe { bpf_get_netns_cookie(msg.cast_mut().cast()) };
-        let port = ctx_read!(msg, local_port);
-        for ip4 in [ip4, 0] {
-            if let Some(l) = LISTENERS.get_ptr_mut(&ListenerKey { netns_cookie, ip4, port }) {
-                // SAFETY: a live map value; a racing writer sets the same value.
-                unsafe { (*l).accepted_blocking = 1 };
-                return;
-            }
+        if let Some(l) = find_listener(ListenerKey { netns_cookie, ip4, port: ctx_read!(msg, local_port) }) {
+            // SAFETY: a live map value; a racing writer sets the same value.
+            unsafe { (*l).accepted_blocking = 1 };
         }
     }
 
