@@ -4,12 +4,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use meshaccel_installer::bpf;
-use meshaccel_installer::pins::{Pins, DEFAULT_ROOT};
+use meshaccel_node::bpf;
+use meshaccel_node::conf::DEFAULT_STATE_DIR;
+use meshaccel_node::pins::{Pins, DEFAULT_ROOT};
+use meshaccel_node::sockmap;
 use serde_json::{json, Map, Value};
 
-use crate::config::DEFAULT_STATE_DIR;
-use crate::state::StateDir;
 
 const USAGE: &str = "usage: meshaccel version
        meshaccel stats  [--json] [--bpffs-root DIR]
@@ -73,7 +73,7 @@ fn syn_check(o: &Opts, target: &str) -> Result<()> {
         .with_context(|| format!("--syn-check {target}: want ADDR:PORT"))?
         .next()
         .with_context(|| format!("--syn-check {target}: no address"))?;
-    let report = crate::smc::syncheck::probe(addr, o.timeout)?;
+    let report = meshaccel_smc::syncheck::probe(addr, o.timeout)?;
     let ok = report.ok;
     print(o, serde_json::to_value(report)?);
     if ok { Ok(()) } else { bail!("the SMC option did not come back from {addr} (see the report)") }
@@ -97,7 +97,7 @@ pub fn main(args: &[String]) -> Result<()> {
         "status" => {
             let o = parse(rest)?;
             let pins = Pins::new(&o.root);
-            let pods: Vec<Value> = StateDir(&o.state_dir)
+            let pods: Vec<Value> = sockmap::records(&o.state_dir)
                 .list()?
                 .into_iter()
                 .map(|(id, st)| {
@@ -105,8 +105,8 @@ pub fn main(args: &[String]) -> Result<()> {
                     json!({"attachment": id.as_str(), "linked": linked, "state": st})
                 })
                 .collect();
-            let smc: Vec<Value> = crate::smc::attach::Records::new(&o.state_dir)
-                .list()
+            let smc: Vec<Value> = meshaccel_smc::feature::records(&o.state_dir)
+                .list()?
                 .into_iter()
                 .map(|(id, r)| json!({"attachment": id.as_str(), "smc": true, "mode": r.state.mode, "record": r}))
                 .collect();
@@ -119,30 +119,30 @@ pub fn main(args: &[String]) -> Result<()> {
                 "backpressureAccountingError": (loaded && !accounting).then(bpf::accounting_unavailable_reason).flatten(),
                 "attachments": pods,
                 "smc": smc,
-                "rdmaReachability": crate::smc::reach::report(&o.state_dir),
+                "rdmaReachability": meshaccel_smc::reach::report(&o.state_dir),
             }));
             Ok(())
         }
         "doctor" => {
-            let (probe, rest) = crate::smc::report::take_probe_args(rest)?;
+            let (probe, rest) = meshaccel_smc::report::take_probe_args(rest)?;
             let o = parse(&rest)?;
             if let Some(target) = &o.syn_check {
                 return syn_check(&o, target);
             }
-            let report = crate::smc::report::doctor(&o.root, &o.state_dir, probe.as_ref());
+            let report = meshaccel_smc::report::doctor(&o.root, &o.state_dir, probe.as_ref());
             let ok = report["ok"] == json!(true);
             print(&o, report);
             if ok { Ok(()) } else { bail!("node is not ready for SMC-R (see the report)") }
         }
-        "rdma-responder" => crate::smc::responder::main(rest),
+        "rdma-responder" => meshaccel_smc::responder::main(rest),
         "smc-stats" => {
             let o = parse(rest)?;
-            print(&o, crate::smc::report::stats()?);
+            print(&o, meshaccel_smc::report::stats()?);
             Ok(())
         }
         "smc-uninstall" => {
             let o = parse(rest)?;
-            print(&o, serde_json::to_value(crate::smc::ueid::uninstall(&o.state_dir)?)?);
+            print(&o, serde_json::to_value(meshaccel_smc::ueid::uninstall(&o.state_dir)?)?);
             Ok(())
         }
         "help" | "--help" | "-h" => {

@@ -1,13 +1,10 @@
 //! meshaccel: a chained CNI plugin that accelerates pod TCP (see README.md).
+//!
+//! A thin binary: the verbs are wired in `commands`, the features and everything shared
+//! with the installer live in the `meshaccel-node` and `meshaccel-smc` crates.
 mod cli;
 mod commands;
 mod config;
-mod logging;
-mod smc;
-mod sockmap;
-
-// Shared with the installer, which adopts running pods exactly as ADD attaches new ones.
-use meshaccel_installer::{cgroup, state};
 
 use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use meshaccel_installer::conflist::PLUGIN_TYPE;
-use meshaccel_installer::files;
+use meshaccel_node::files;
 
 const MODE: u32 = 0o755;
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use crate::conflist::{self, Format};
-use crate::files;
+use meshaccel_node::files;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

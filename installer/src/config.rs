@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use meshaccel_installer::conflist;
-use meshaccel_installer::pins::{Pins, DEFAULT_ROOT};
-use meshaccel_installer::rules::SockmapConf;
+use meshaccel_node::conf::PluginConf;
+use meshaccel_node::pins::{Pins, DEFAULT_ROOT};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -16,7 +16,6 @@ pub const DEFAULT_BIN_DIR: &str = "/host/opt/cni/bin";
 pub const DEFAULT_CONF_DIR: &str = "/host/etc/cni/net.d";
 pub const DEFAULT_PLUGIN_BINARY: &str = "/opt/meshaccel/bin/meshaccel";
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9811";
-pub const DEFAULT_STATE_DIR: &str = "/run/meshaccel";
 
 /// Every setting, each optional so that the layers can be merged.
 #[derive(clap::Args, Clone, Debug, Default, Deserialize)]
@@ -105,6 +104,9 @@ pub struct Config {
     pub pins: Pins,
     pub mount_bpffs: bool,
     pub plugin_conf: Map<String, Value>,
+    /// [`Self::entry`] as the plugin parses it: the installer refuses to write an entry the
+    /// plugin would refuse (every ADD would then fail with code 7).
+    pub plugin: PluginConf,
     pub listen: Option<String>,
     pub ready_file: Option<PathBuf>,
     pub cri_socket: PathBuf,
@@ -124,30 +126,31 @@ impl Config {
             None => cli,
         };
         let plugin_conf = l.plugin_conf.unwrap_or_default();
+        let pins = Pins::new(l.bpffs_root.unwrap_or_else(|| DEFAULT_ROOT.into()));
         if plugin_conf.contains_key("bpffsRoot") {
             bail!("pluginConf may not set bpffsRoot: set the installer's bpffsRoot, which it also writes into the plugin's entry");
         }
-        conflist::entry(&plugin_conf).context("pluginConf")?;
+        let plugin = entry(&plugin_conf, &pins)?;
         let level = l.log_level.unwrap_or_else(|| "info".into());
         let cfg = Config {
             cni_bin_dirs: l.cni_bin_dirs.unwrap_or_else(|| vec![DEFAULT_BIN_DIR.into()]),
             cni_conf_dir: l.cni_conf_dir.unwrap_or_else(|| DEFAULT_CONF_DIR.into()),
             plugin_binary: l.plugin_binary.unwrap_or_else(|| DEFAULT_PLUGIN_BINARY.into()),
-            pins: Pins::new(l.bpffs_root.unwrap_or_else(|| DEFAULT_ROOT.into())),
+            pins,
             mount_bpffs: l.mount_bpffs.unwrap_or(true),
             plugin_conf,
+            plugin,
             listen: Some(l.listen.unwrap_or_else(|| DEFAULT_LISTEN.into())).filter(|s| !s.is_empty()),
             ready_file: l.ready_file,
-            cri_socket: l.cri_socket.unwrap_or_else(|| meshaccel_installer::cri::DEFAULT_SOCKET.into()),
+            cri_socket: l.cri_socket.unwrap_or_else(|| meshaccel_node::cri::DEFAULT_SOCKET.into()),
             adopt: l.adopt.unwrap_or(true),
             cleanup_conflist_on_exit: l.cleanup_conflist_on_exit.unwrap_or(true),
             cleanup_binary_on_exit: l.cleanup_binary_on_exit.unwrap_or(false),
             resync: Duration::from_secs(l.resync_seconds.unwrap_or(60).max(1)),
-            log_level: crate::logging::parse_level(&level)
+            log_level: meshaccel_node::logging::parse_level(&level)
                 .with_context(|| format!("log level {level:?} is not one of critical, error, warning, info, debug, trace"))?,
             pod_uid: l.pod_uid.unwrap_or_default(),
         };
-        cfg.sockmap().map_err(anyhow::Error::msg)?;
         if cfg.cni_bin_dirs.is_empty() {
             bail!("cniBinDirs is empty");
         }
@@ -161,9 +164,7 @@ impl Config {
 
     /// Our conflist entry: the plugin settings plus the pin root we load into.
     pub fn entry(&self) -> Value {
-        let mut settings = self.plugin_conf.clone();
-        settings.insert("bpffsRoot".into(), self.pins.root().to_string_lossy().into_owned().into());
-        conflist::entry(&settings).expect("validated in resolve")
+        conflist::entry(&settings(&self.plugin_conf, &self.pins)).expect("validated in resolve")
     }
 
     /// What `meshaccel-installer config` prints.
@@ -189,29 +190,21 @@ impl Config {
 
     /// The plugin's `stateDir` (attachment records; also holds the uninstall marker).
     pub fn state_dir(&self) -> PathBuf {
-        self.plugin_str("stateDir").map_or_else(|| DEFAULT_STATE_DIR.into(), PathBuf::from)
+        self.plugin.state_dir.clone()
     }
+}
 
-    /// The plugin's `cgroupRoot`, if set (else both auto-detect the cgroup v2 mount).
-    pub fn cgroup_root(&self) -> Option<PathBuf> {
-        self.plugin_str("cgroupRoot").map(PathBuf::from)
-    }
+fn settings(plugin_conf: &Map<String, Value>, pins: &Pins) -> Map<String, Value> {
+    let mut settings = plugin_conf.clone();
+    settings.insert("bpffsRoot".into(), pins.root().to_string_lossy().into_owned().into());
+    settings
+}
 
-    /// The plugin's `sockmap` section, validated like the plugin validates it.
-    pub fn sockmap(&self) -> Result<SockmapConf, String> {
-        match self.plugin_conf.get("sockmap") {
-            None => Ok(SockmapConf::default()),
-            Some(v) => {
-                let conf: SockmapConf = serde_json::from_value(v.clone()).map_err(|e| format!("pluginConf.sockmap: {e}"))?;
-                conf.pod_config()?;
-                Ok(conf)
-            }
-        }
-    }
-
-    fn plugin_str(&self, key: &str) -> Option<&str> {
-        self.plugin_conf.get(key).and_then(Value::as_str)
-    }
+/// Builds our entry and parses it with the plugin's own schema.
+fn entry(plugin_conf: &Map<String, Value>, pins: &Pins) -> Result<PluginConf> {
+    let entry = conflist::entry(&settings(plugin_conf, pins)).context("pluginConf")?;
+    let Value::Object(entry) = entry else { unreachable!("an entry is an object") };
+    PluginConf::from_entry(&entry).map_err(|e| anyhow::anyhow!("pluginConf: the plugin would refuse it: {e}"))
 }
 
 #[cfg(test)]
@@ -230,7 +223,7 @@ mod tests {
         assert_eq!(c.cni_conf_dir, Path::new("/flag/net.d"));
         assert_eq!(c.cni_bin_dirs, vec![PathBuf::from("/file/bin")]);
         assert_eq!(c.pins.root(), Path::new(DEFAULT_ROOT));
-        assert!(!c.sockmap().unwrap().enabled);
+        assert!(!c.plugin.sockmap.enabled);
         assert_eq!(c.entry()["bpffsRoot"], json!(DEFAULT_ROOT));
         assert_eq!(c.entry()["capabilities"][conflist::ANNOTATIONS_CAPABILITY], json!(true));
 
@@ -253,5 +246,25 @@ mod tests {
         assert!(Config::resolve(rel, None).is_err());
         let level = Layer { log_level: Some("loud".into()), ..Default::default() };
         assert!(Config::resolve(level, None).is_err());
+    }
+
+    /// Everything the plugin would refuse at ADD (code 7) is refused before it is written.
+    #[test]
+    fn refuses_a_plugin_conf_the_plugin_would_refuse() {
+        let with_conf = |v: Value| Layer { plugin_conf: v.as_object().cloned(), ..Default::default() };
+        for bad in [
+            json!({"smc": {"enabeld": true}}),
+            json!({"smc": {"probe": {"peers": ["10.0.0.2"]}}}),
+            json!({"log": {"level": "loud"}}),
+            json!({"log": {"fiel": "/x"}}),
+            json!({"stateDir": "relative"}),
+            json!({"failurePolicy": "sometimes"}),
+            json!({"sockmap": {"enable": true}}),
+        ] {
+            let e = Config::resolve(with_conf(bad.clone()), None).unwrap_err();
+            assert!(format!("{e:#}").contains("the plugin would refuse it"), "{bad}: {e:#}");
+        }
+        let ok = Config::resolve(with_conf(json!({"smc": {"enabled": true}, "failurePolicy": "closed"})), None).unwrap();
+        assert!(ok.plugin.smc.enabled);
     }
 }

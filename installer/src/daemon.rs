@@ -3,17 +3,14 @@
 //! (everything, pins and per-pod links included).
 use std::fs;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use meshaccel_common::PodConfig;
 use meshaccel_installer::adopt::{self, AdoptConfig, Outcome};
-use meshaccel_installer::bpf::{self, Loaded};
 use meshaccel_installer::confdir::{self, Change, Chained};
-use meshaccel_installer::cri::Cri;
-use meshaccel_installer::files;
-use meshaccel_installer::state::StateDir;
+use meshaccel_node::bpf::{self, Loaded};
+use meshaccel_node::cri::Cri;
+use meshaccel_node::files;
 use serde_json::Value;
 use slog::{error, info, warn, Logger};
 
@@ -133,18 +130,10 @@ impl Installer {
 
     /// Attaches the pods that were running before the chain included us.
     fn adopt(&self, network: &str) {
-        // Validated at start-up (Config::resolve), so the fallbacks are never taken.
-        let sockmap = self.cfg.sockmap().unwrap_or_default();
-        let acfg = AdoptConfig {
-            network: network.to_string(),
-            ifname: adopt::DEFAULT_IFNAME.into(),
-            pins: self.cfg.pins.clone(),
-            cgroup_root: self.cfg.cgroup_root(),
-            state_dir: self.cfg.state_dir(),
-            sockmap_default: sockmap.enabled,
-            pod_config: sockmap.pod_config().unwrap_or_else(|_| PodConfig::enabled()),
-        };
-        let result = Cri::connect(&self.cfg.cri_socket).and_then(|mut cri| adopt::adopt_running_pods(&mut cri, &acfg));
+        let acfg =
+            AdoptConfig { network: network.to_string(), ifname: adopt::DEFAULT_IFNAME.into(), conf: self.cfg.plugin.clone() };
+        let result =
+            Cri::connect(&self.cfg.cri_socket).and_then(|mut cri| adopt::adopt_running_pods(&mut cri, &acfg, &self.log));
         match result {
             Ok(adoptions) => {
                 let mut n = 0;
@@ -252,28 +241,17 @@ pub fn install_once(cfg: Config, log: Logger) -> Result<()> {
     Ok(())
 }
 
-/// The node-level SMC UEIDs the plugin added (and only those): removed by the plugin
-/// binary this image ships, because the SMC generic netlink client is the plugin's. The
-/// plugin's per-pod SMC records stay: a pod's DEL restores its netns from them, and this
-/// container does not see the pods' netns.
+/// The node-level SMC UEIDs meshaccel added (and only those). The per-pod SMC records
+/// stay: a pod's DEL restores its netns from them, and this container does not see the
+/// pods' netns.
 fn remove_smc_ueids(cfg: &Config, log: &Logger) -> Result<()> {
     let state = cfg.state_dir();
-    if !StateDir(&state).has_smc_ueids() {
+    if !meshaccel_smc::ueid::any_recorded(&state) {
         return Ok(());
     }
-    let plugin = &cfg.plugin_binary;
-    let out = Command::new(plugin)
-        .args(["smc-uninstall", "--json", "--state-dir"])
-        .arg(&state)
-        .output()
-        .with_context(|| format!("run {} smc-uninstall", plugin.display()))?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{} smc-uninstall: {}",
-        plugin.display(),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    info!(log, "removed the SMC UEIDs meshaccel added"; "result" => String::from_utf8_lossy(&out.stdout).trim().to_string());
+    let done = meshaccel_smc::ueid::uninstall(&state).context("remove the SMC UEIDs meshaccel added")?;
+    info!(log, "removed the SMC UEIDs meshaccel added"; "removed" => ?done.removed_ueids, "kept" => ?done.kept_ueids,
+        "podRecordsKept" => done.pod_records_kept);
     Ok(())
 }
 
@@ -291,9 +269,10 @@ pub fn uninstall(cfg: Config, log: Logger) -> Result<()> {
     let pods = bpf::list_pods(&cfg.pins).unwrap_or_default().len();
     bpf::unload_all(&cfg.pins).context("remove the pins")?;
     info!(log, "removed the BPF programs, maps and pod links"; "podLinks" => pods, "root" => %cfg.pins.root().display());
-    let records = StateDir(&state).list().context("list attachment records")?;
+    let store = meshaccel_node::sockmap::records(&state);
+    let records = store.list().context("list attachment records")?;
     for (id, _) in &records {
-        StateDir(&state).remove(id).with_context(|| format!("remove the record of {id}"))?;
+        store.remove(id).with_context(|| format!("remove the record of {id}"))?;
     }
     info!(log, "removed attachment records"; "records" => records.len());
     remove_smc_ueids(&cfg, &log)?;

@@ -1,16 +1,6 @@
-//! meshaccel's node-side library: the bpffs pin layout and the loader shared by the CNI
-//! plugin and the installer daemon, and the installer's adoption of running pods.
+//! The installer's library: the chained conflist ([`conflist`], pure) and its directory
+//! ([`confdir`]), and the adoption of pods that were running before meshaccel
+//! ([`adopt`]). What it shares with the plugin is in `meshaccel-node`.
 pub mod adopt;
-pub mod bpf;
-pub mod cgroup;
 pub mod confdir;
 pub mod conflist;
-pub mod cri;
-pub mod files;
-pub mod kernel_layout;
-pub mod pins;
-pub mod rules;
-pub mod state;
-mod sys;
-
-pub use sys::CgroupLinkInfo;

@@ -3,7 +3,6 @@ mod binaries;
 mod config;
 mod daemon;
 mod http;
-mod logging;
 mod preflight;
 mod status;
 mod watch;
@@ -47,7 +46,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let log = logging::logger(cfg.log_level);
+    let log = meshaccel_node::logging::logger("meshaccel-installer", "", cfg.log_level);
     let result = match cli.verb {
         Verb::Run => daemon::run(cfg, log.clone()),
         Verb::Install => daemon::install_once(cfg, log.clone()),

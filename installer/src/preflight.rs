@@ -4,14 +4,14 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use meshaccel_installer::{bpf, cgroup};
+use meshaccel_node::{bpf, cgroup};
 use nix::mount::{mount, MsFlags};
 
 use crate::config::Config;
 
 /// The cgroup v2 root the plugin will use.
 pub fn cgroup_v2(cfg: &Config) -> Result<PathBuf> {
-    match cfg.cgroup_root() {
+    match cfg.plugin.cgroup_root.clone() {
         Some(root) if cgroup::is_cgroup2(&root) => Ok(root),
         Some(root) => bail!("pluginConf.cgroupRoot {} is not a cgroup v2 mount; meshaccel needs cgroup v2", root.display()),
         None => cgroup::default_root().context(

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use meshaccel_installer::bpf;
-use meshaccel_installer::pins::Pins;
+use meshaccel_node::bpf;
+use meshaccel_node::pins::Pins;
 
 /// What a reconcile had to put back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,7 +58,7 @@ impl Status {
         if let Some(f) = &self.ready_file {
             let _ = match &ready {
                 Ok(()) => fs::write(f, b"ready\n"),
-                Err(_) => meshaccel_installer::files::remove_if_exists(f).map(|_| ()),
+                Err(_) => meshaccel_node::files::remove_if_exists(f).map(|_| ()),
             };
         }
         *self.ready.lock().unwrap_or_else(|p| p.into_inner()) = ready;

@@ -3,8 +3,8 @@ use std::fs;
 use std::path::PathBuf;
 
 use meshaccel_common::{Counter, PodConfig};
-use meshaccel_installer::bpf;
-use meshaccel_installer::pins::{AttachmentId, Pins};
+use meshaccel_node::bpf;
+use meshaccel_node::pins::{AttachmentId, Pins};
 
 /// A uniquely named directory removed on drop, even when the test fails.
 struct Scratch(PathBuf);

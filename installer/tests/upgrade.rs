@@ -12,8 +12,8 @@ use std::path::Path;
 
 use aya::maps::{MapData, MapInfo};
 use meshaccel_common::{names, PodConfig};
-use meshaccel_installer::bpf::{self, Loaded};
-use meshaccel_installer::pins::{AttachmentId, Pins};
+use meshaccel_node::bpf::{self, Loaded};
+use meshaccel_node::pins::{AttachmentId, Pins};
 use support::{unique, Cgroup};
 
 const BPF_MAP_CREATE: libc::c_long = 0;

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use aya::maps::{Map, MapData, SockHash};
 use meshaccel_common::{names, ConnKey};
-use meshaccel_installer::bpf;
+use meshaccel_node::bpf;
 
 use crate::names::unique_tag;
 use crate::node::TestNode;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use meshaccel_installer::{bpf, pins::Pins};
+use meshaccel_node::{bpf, pins::Pins};
 use serde::Deserialize;
 use serde_json::{json, Value};
 

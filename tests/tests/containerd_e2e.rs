@@ -5,10 +5,10 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::Result;
-use meshaccel_installer::bpf;
-use meshaccel_installer::cri::Cri;
-use meshaccel_installer::pins::AttachmentId;
-use meshaccel_installer::state::StateDir;
+use meshaccel_node::bpf;
+use meshaccel_node::cri::Cri;
+use meshaccel_node::pins::AttachmentId;
+use meshaccel_node::sockmap;
 use meshaccel_tests::containerd::installer::Installer;
 use meshaccel_tests::containerd::network::PRIMARY;
 use meshaccel_tests::containerd::pods::kernel_uuid;
@@ -38,10 +38,10 @@ fn attachment(pod: &CriPod) -> AttachmentId {
 }
 
 /// Everything of `pod` meshaccel keeps: its pinned link (kernel ids) and its record.
-fn pod_state(node: &Containerd, pod: &CriPod) -> (Option<meshaccel_installer::CgroupLinkInfo>, Option<String>) {
+fn pod_state(node: &Containerd, pod: &CriPod) -> (Option<meshaccel_node::CgroupLinkInfo>, Option<String>) {
     let id = attachment(pod);
     let link = bpf::pod_link(node.pins(), &id).unwrap();
-    let record = StateDir(&node.state_dir()).load(&id).unwrap().map(|st| serde_json::to_string(&st).unwrap());
+    let record = sockmap::records(&node.state_dir()).load(&id).unwrap().map(|st| serde_json::to_string(&st).unwrap());
     (link, record)
 }
 
@@ -49,7 +49,7 @@ fn pod_state(node: &Containerd, pod: &CriPod) -> (Option<meshaccel_installer::Cg
 fn assert_no_pod_state(node: &Containerd) {
     assert_eq!(bpf::list_pods(node.pins()).unwrap(), vec![], "pod pins left behind");
     assert!(!node.pins().pods_dir().exists() || node.pins().pods_dir().read_dir().unwrap().next().is_none());
-    assert_eq!(StateDir(&node.state_dir()).list().unwrap(), vec![], "attachment records left behind");
+    assert_eq!(sockmap::records(&node.state_dir()).list().unwrap(), vec![], "attachment records left behind");
 }
 
 /// The installer leaves: SIGTERM takes meshaccel out of the chain, `uninstall` removes the

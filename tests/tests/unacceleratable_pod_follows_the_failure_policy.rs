@@ -3,9 +3,9 @@
 //! nothing of the attachment is left (no link, no pin directory, no record).
 use std::fs;
 
-use meshaccel_installer::bpf;
-use meshaccel_installer::pins::AttachmentId;
-use meshaccel_installer::state::StateDir;
+use meshaccel_node::bpf;
+use meshaccel_node::pins::AttachmentId;
+use meshaccel_node::sockmap;
 use meshaccel_tests::cni::{without_empty_dns, Invocation, RuntimeConf};
 use meshaccel_tests::{Chain, Pod, TestNode};
 use serde_json::{json, Value};
@@ -42,7 +42,7 @@ fn assert_nothing_attached(node: &TestNode, rt: &RuntimeConf) {
     let id = AttachmentId::new(&rt.container_id, &rt.ifname).unwrap();
     assert!(bpf::pod_link(node.pins(), &id).unwrap().is_none(), "link pinned");
     assert!(bpf::list_pods(node.pins()).unwrap().is_empty(), "pin directories: {:?}", bpf::list_pods(node.pins()));
-    assert_eq!(StateDir(node.state_dir()).list().unwrap(), vec![], "records left");
+    assert_eq!(sockmap::records(&node.state_dir()).list().unwrap(), vec![], "records left");
     let files: Vec<_> = node.plugin_footprint().into_iter().filter(|p| p.starts_with(node.state_dir())).collect();
     assert!(files.iter().all(|p| p.is_dir()), "files in the state dir: {files:?}");
 }

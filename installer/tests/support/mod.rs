@@ -11,8 +11,8 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use meshaccel_installer::bpf;
-use meshaccel_installer::pins::Pins;
+use meshaccel_node::bpf;
+use meshaccel_node::pins::Pins;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{Map, Value};

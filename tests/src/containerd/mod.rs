@@ -18,9 +18,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use meshaccel_installer::bpf;
-use meshaccel_installer::cri::{api, Cri};
-use meshaccel_installer::pins::Pins;
+use meshaccel_node::bpf;
+use meshaccel_node::cri::{api, Cri};
+use meshaccel_node::pins::Pins;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 

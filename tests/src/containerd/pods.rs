@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use meshaccel_installer::cri::{api, Cri};
+use meshaccel_node::cri::{api, Cri};
 
 use super::{images, Containerd};
 use crate::cgroup::{self, Driver, Qos};

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use meshaccel_installer::cri::Cri;
+use meshaccel_node::cri::Cri;
 
 use super::pods::exec;
 use super::{poll, Containerd, CriPod};

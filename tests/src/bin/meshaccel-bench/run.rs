@@ -61,7 +61,7 @@ fn cpu_args(o: &Opts, cpu: &'static str) -> Vec<&'static str> {
 /// meshaccel's counters, all of them (`meshaccel stats --json`); none while no pod has made
 /// the plugin load its programs (nothing can have been redirected then).
 fn counters(node: &TestNode) -> Result<BTreeMap<String, u64>> {
-    if !meshaccel_installer::bpf::is_loaded(node.pins()) {
+    if !meshaccel_node::bpf::is_loaded(node.pins()) {
         return Ok(BTreeMap::new());
     }
     let root = node.pins().root().display().to_string();

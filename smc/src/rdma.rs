@@ -40,12 +40,6 @@ pub fn ports(dev: &str) -> Vec<Port> {
     v
 }
 
-/// Device names are single path components (they index sysfs).
-pub fn check_name(dev: &str) -> Result<(), String> {
-    let ok = !dev.is_empty() && dev.len() <= 63 && dev.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok { Ok(()) } else { Err(format!("rdmaDevice {dev:?}: 1–63 of a-z A-Z 0-9 _ -")) }
-}
-
 #[derive(Debug, PartialEq, Eq)]
 pub enum Pick {
     Found(Port),

@@ -34,6 +34,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
+/// An exclusive `flock` on `path` (a directory, or a lock file created if missing), held
+/// until the returned value is dropped: concurrent CNI invocations and the installer
+/// serialise loading, unloading and cached verdicts on it.
+pub fn lock_exclusive(path: &Path) -> io::Result<nix::fcntl::Flock<fs::File>> {
+    let f = if path.is_dir() {
+        fs::File::open(path)?
+    } else {
+        fs::File::options().create(true).truncate(false).write(true).open(path)?
+    };
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| io::Error::from(e))
+}
+
 /// Removes a file; absent is fine. Returns whether it existed.
 pub fn remove_if_exists(path: &Path) -> io::Result<bool> {
     match fs::remove_file(path) {

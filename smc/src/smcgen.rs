@@ -1,5 +1,6 @@
 //! The `SMC_GEN_NETLINK` family: node-level EIDs (UEID) that SMC-Rv2 needs, the kernel's
 //! SMC counters and fallback reasons (per netns), and system info.
+pub use meshaccel_node::conf::smc::{check_ueid, EID_LEN};
 use serde_json::{json, Map, Value};
 
 use super::genl::{find, Attr, Family, Genl, GenlError};
@@ -23,23 +24,6 @@ const GEN_SYS_INFO: u16 = 1;
 const GEN_STATS: u16 = 7;
 const GEN_FBACK_STATS: u16 = 8;
 const EID_TABLE_ENTRY: u16 = 1;
-
-/// An EID on the wire: exactly 32 characters, blank padded.
-pub const EID_LEN: usize = 32;
-
-/// UEIDs follow the kernel's rule: upper-case letters, digits, '.' and '-', starting with
-/// a letter or digit, not longer than 32.
-pub fn check_ueid(ueid: &str) -> Result<(), String> {
-    let ok = !ueid.is_empty()
-        && ueid.len() <= EID_LEN
-        && ueid.as_bytes()[0].is_ascii_alphanumeric()
-        && ueid.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("UEID {ueid:?}: 1–32 of A-Z 0-9 . -, starting with a letter or digit"))
-    }
-}
 
 fn eid_attr(ueid: &str) -> Attr {
     // 32 blank-padded characters plus the NUL: the kernel checks the length is exactly 33.

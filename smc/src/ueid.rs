@@ -3,19 +3,27 @@
 //! before (set by the operator, another product, a `smcd ueid add`) is never removed.
 //!
 //! What meshaccel added is recorded as one empty file per UEID under
-//! `<stateDir>/smc-ueids/` (layout shared with the installer, which has the plugin remove
-//! them at `meshaccel-installer uninstall` through `meshaccel smc-uninstall`).
+//! `<stateDir>/smc-ueids/`; `meshaccel-installer uninstall` (and `meshaccel smc-uninstall`)
+//! removes them through [`uninstall`].
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use meshaccel_installer::files;
+use meshaccel_node::files;
 use serde::Serialize;
 
-use super::attach::Records;
 use super::genl::GenlError;
 use super::smcgen::{check_ueid, SmcNl};
-use crate::state::StateDir;
+
+/// The directory of the UEIDs meshaccel added.
+pub fn dir_of(state_dir: &Path) -> PathBuf {
+    state_dir.join("smc-ueids")
+}
+
+/// Whether meshaccel recorded adding any UEID (so uninstall has something to do).
+pub fn any_recorded(state_dir: &Path) -> bool {
+    fs::read_dir(dir_of(state_dir)).is_ok_and(|mut d| d.next().is_some())
+}
 
 /// Makes sure `ueid` is in the kernel's table, recording it when this call added it. A
 /// record that cannot be written undoes the add: an unrecorded UEID of ours would stay for
@@ -24,7 +32,7 @@ pub fn ensure(state_dir: &Path, nl: &mut SmcNl, ueid: &str) -> Result<()> {
     if !nl.add_ueid(ueid)? {
         return Ok(());
     }
-    let dir = StateDir(state_dir).smc_ueids();
+    let dir = dir_of(state_dir);
     let recorded = fs::create_dir_all(&dir).and_then(|()| fs::write(dir.join(ueid), b""));
     if let Err(e) = recorded {
         let _ = nl.remove_ueid(ueid);
@@ -35,7 +43,7 @@ pub fn ensure(state_dir: &Path, nl: &mut SmcNl, ueid: &str) -> Result<()> {
 
 /// The UEIDs meshaccel recorded adding.
 pub fn recorded(state_dir: &Path) -> Vec<String> {
-    let Ok(dir) = fs::read_dir(StateDir(state_dir).smc_ueids()) else { return vec![] };
+    let Ok(dir) = fs::read_dir(dir_of(state_dir)) else { return vec![] };
     let mut v: Vec<String> = dir
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| check_ueid(n).is_ok()) // skips temporary and foreign files
@@ -59,9 +67,9 @@ pub struct Uninstalled {
 
 /// The node-level SMC part of uninstalling: removes the UEIDs meshaccel added.
 pub fn uninstall(state_dir: &Path) -> Result<Uninstalled> {
-    let mut out = Uninstalled { pod_records_kept: Records::new(state_dir).list().len(), ..Default::default() };
+    let mut out = Uninstalled { pod_records_kept: super::feature::records(state_dir).list().map_or(0, |v| v.len()), ..Default::default() };
     let ours = recorded(state_dir);
-    let dir = StateDir(state_dir).smc_ueids();
+    let dir = dir_of(state_dir);
     match SmcNl::open() {
         Ok(mut nl) => {
             for ueid in &ours {

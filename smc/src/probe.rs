@@ -5,7 +5,7 @@
 //! a random nonce out, its complement back. All of it under one hard deadline, so a path
 //! that works one way only costs at most `timeoutMs` and yields a failed verdict with the
 //! step that did not answer — never an SMC connection that hangs.
-use std::collections::BTreeSet;
+pub use meshaccel_node::conf::smc::{ProbeConf, DEFAULT_TIMEOUT_MS};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -14,78 +14,6 @@ use serde::{Deserialize, Serialize};
 use sideway::rdmacm::communication_manager::EventType;
 
 use super::verbs::{self, Channel, Completion, Endpoint, MSG_LEN};
-
-pub const DEFAULT_TIMEOUT_MS: u64 = 2000;
-const TIMEOUT_RANGE_MS: std::ops::RangeInclusive<u64> = 100..=30_000;
-const MAX_PEERS: usize = 64;
-
-/// The `smc.probe` object of the network conf.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ProbeConf {
-    /// `IP:PORT` of rdma-responders on other nodes. Empty: RDMA reachability cannot be
-    /// verified, so SMC stays off (unless `trust`).
-    #[serde(default)]
-    pub peers: Vec<SocketAddr>,
-    /// Hard deadline of one probe (all peers are probed in parallel).
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-    /// Enable SMC without verifying RDMA reachability. Dangerous: on a path where RoCE works
-    /// one way only, SMC connections hang in the kernel for ever.
-    #[serde(default)]
-    pub trust: bool,
-}
-
-fn default_timeout_ms() -> u64 {
-    DEFAULT_TIMEOUT_MS
-}
-
-impl Default for ProbeConf {
-    fn default() -> Self {
-        Self { peers: Vec::new(), timeout_ms: DEFAULT_TIMEOUT_MS, trust: false }
-    }
-}
-
-impl ProbeConf {
-    pub fn validate(&self) -> Result<(), String> {
-        if !TIMEOUT_RANGE_MS.contains(&self.timeout_ms) {
-            return Err(format!(
-                "probe.timeoutMs {} is outside {}..={}",
-                self.timeout_ms,
-                TIMEOUT_RANGE_MS.start(),
-                TIMEOUT_RANGE_MS.end()
-            ));
-        }
-        if self.trust && !self.peers.is_empty() {
-            return Err("probe.trust skips the probe: do not also list probe.peers".into());
-        }
-        if self.peers.len() > MAX_PEERS {
-            return Err(format!("probe.peers: at most {MAX_PEERS} peers"));
-        }
-        let mut seen = BTreeSet::new();
-        for p in &self.peers {
-            let ip = p.ip();
-            if p.port() == 0 || ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
-                return Err(format!("probe.peers: {p} is not a unicast IP:PORT of another node"));
-            }
-            if !seen.insert(p) {
-                return Err(format!("probe.peers: {p} is listed twice"));
-            }
-        }
-        Ok(())
-    }
-
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
-    }
-
-    /// The peer set as cached with a verdict: sorted, so the conf's order does not matter.
-    pub fn peer_key(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.peers.iter().map(|p| p.to_string()).collect();
-        v.sort();
-        v
-    }
-}
 
 /// One peer's answer.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -1,5 +1,7 @@
 //! SMC-R for pods: at ADD, inside the pod's netns, make the pod's TCP run over RDMA; at
-//! DEL, undo it.
+//! DEL, undo it. The CNI verbs reach it as the [`feature::Smc`] feature; the ADD path is
+//! [`setup`], DEL's [`teardown`], CHECK's [`verify`]. Its conf is
+//! `meshaccel_node::conf::smc`, validated with the rest of the plugin's entry.
 //!
 //! * PNET table ([`pnet`]): `<PNETID> → <CNI_IFNAME>` in the pod netns, and the RDMA device
 //!   port carrying the same PNET ID in the initial netns (global, shared, never removed).
@@ -9,9 +11,9 @@
 //! * `net.smc.*` sysctls in the pod netns ([`sysctl`]), old values saved for DEL.
 //! * Nothing is enabled until RDMA has been verified both ways to the configured peers
 //!   ([`reach`], [`probe`]; the peers run [`responder`]).
-pub mod attach;
 pub mod btf;
 pub mod convert;
+pub mod feature;
 pub mod fmodret;
 pub mod genl;
 pub mod netns;
@@ -32,101 +34,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::ensure;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use slog::{info, Logger};
 
 pub use convert::Mode;
-
-/// The `smc` object of the network conf.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct SmcConf {
-    /// Network default; the pod annotation `meshaccel.io/smc` overrides it.
-    #[serde(default)]
-    pub enabled: bool,
-    #[serde(default)]
-    pub mode: Mode,
-    /// Default: derived from the RDMA device name.
-    #[serde(default)]
-    pub pnet_id: Option<String>,
-    /// Default: the node's only RDMA device with an ACTIVE port.
-    #[serde(default)]
-    pub rdma_device: Option<String>,
-    /// Full names (`net.smc.wmem`) → values, set in the pod netns.
-    #[serde(default)]
-    pub sysctls: BTreeMap<String, Value>,
-    /// A node-level EID to make sure of; SMC-Rv2 (the only SMC-R that RoCEv2-only
-    /// devices such as Soft-RoCE can do) needs one on both ends.
-    #[serde(default)]
-    pub ueid: Option<String>,
-    /// Seconds a node's RDMA reachability verdict is trusted before it is re-checked.
-    #[serde(default = "reach::default_ttl")]
-    pub reachability_ttl: u64,
-    /// The two-way RDMA reachability probe that must pass before any pod gets SMC.
-    #[serde(default)]
-    pub probe: probe::ProbeConf,
-}
-
-impl Default for SmcConf {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            mode: Mode::default(),
-            pnet_id: None,
-            rdma_device: None,
-            sysctls: BTreeMap::new(),
-            ueid: None,
-            reachability_ttl: reach::default_ttl(),
-            probe: probe::ProbeConf::default(),
-        }
-    }
-}
-
-impl SmcConf {
-    /// Syntax checks that need no kernel: everything bad here is a conf error whatever
-    /// the node.
-    pub fn validate(&self) -> Result<(), String> {
-        if let Some(id) = &self.pnet_id {
-            pnet::check_pnetid(id)?;
-        }
-        if let Some(dev) = &self.rdma_device {
-            rdma::check_name(dev)?;
-        }
-        if let Some(u) = &self.ueid {
-            smcgen::check_ueid(u)?;
-        }
-        if self.reachability_ttl == 0 {
-            return Err("reachabilityTtl must be at least 1 (seconds)".into());
-        }
-        self.probe.validate()?;
-        self.sysctl_values().map(drop)
-    }
-
-    /// Sysctl values as the strings written to /proc (numbers and strings accepted).
-    pub fn sysctl_values(&self) -> Result<BTreeMap<String, String>, String> {
-        self.sysctls
-            .iter()
-            .map(|(k, v)| {
-                sysctl::short_name(k)?;
-                let s = match v {
-                    Value::String(s) => s.clone(),
-                    Value::Number(n) => n.to_string(),
-                    other => return Err(format!("sysctl {k}: value {other} is not a string or number")),
-                };
-                if s.contains(['\n', '\0']) {
-                    return Err(format!("sysctl {k}: value contains a newline or NUL"));
-                }
-                Ok((k.clone(), s))
-            })
-            .collect()
-    }
-
-    /// Whether a pod gets SMC: the annotation wins over the network default; mode `off`
-    /// wins over both.
-    pub fn wanted(&self, annotation: Option<bool>) -> bool {
-        self.mode != Mode::Off && annotation.unwrap_or(self.enabled)
-    }
-}
+pub use meshaccel_node::conf::SmcConf;
+use meshaccel_node::feature::Pod;
 
 /// What ADD did, so DEL can undo it and CHECK verify it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -167,18 +79,10 @@ fn unavailable(e: impl Into<anyhow::Error>) -> SmcError {
     SmcError::Unavailable(e.into())
 }
 
-/// The inputs of one pod's SMC setup.
-pub struct Request<'a> {
-    pub conf: &'a SmcConf,
-    pub bpffs_root: &'a Path,
-    pub state_dir: &'a Path,
-    pub netns: &'a Path,
-    pub ifname: &'a str,
-}
-
-/// ADD. On error nothing is left (what was done is undone here).
-pub fn setup(req: &Request, log: &Logger) -> Result<SmcState, SmcError> {
-    let conf = req.conf;
+/// ADD, for `pod` whose netns is `netns`. On error nothing is left (what was done is
+/// undone here).
+pub fn setup(pod: &Pod, netns: &Path, log: &Logger) -> Result<SmcState, SmcError> {
+    let (conf, state_dir, bpffs_root) = (&pod.conf.smc, &pod.conf.state_dir, &pod.conf.bpffs_root);
     let sysctls = conf.sysctl_values().map_err(SmcError::Config)?;
     let mut nl = smcgen::SmcNl::open().map_err(unavailable)?; // no SMC in this kernel?
     let port = match rdma::pick(conf.rdma_device.as_deref()) {
@@ -187,28 +91,28 @@ pub fn setup(req: &Request, log: &Logger) -> Result<SmcState, SmcError> {
         rdma::Pick::Unavailable(why) => return Err(unavailable(anyhow::anyhow!(why))),
     };
     let pnet_id = conf.pnet_id.clone().unwrap_or_else(|| pnet::pnetid_from_device(&port.device));
-    let mode = convert::resolve(conf.mode, req.netns).map_err(unavailable)?;
+    let mode = convert::resolve(conf.mode, netns).map_err(unavailable)?;
     info!(log, "SMC mode chosen"; "configured" => ?conf.mode, "mode" => ?mode, "rdmaDevice" => &port.device);
     if let Some(ueid) = &conf.ueid {
-        ueid::ensure(req.state_dir, &mut nl, ueid).map_err(unavailable).map_err(|e| with_context(e, "add UEID"))?;
+        ueid::ensure(state_dir, &mut nl, ueid).map_err(unavailable).map_err(|e| with_context(e, "add UEID"))?;
     }
     // From the pod's netns: the probe takes the path (eth0's GID) SMC would take.
-    reach::gate(req.state_dir, &port, &conf.probe, conf.reachability_ttl, req.netns, log).map_err(unavailable)?;
+    reach::gate(state_dir, &port, &conf.probe, conf.reachability_ttl, netns, log).map_err(unavailable)?;
     link_device(&pnet_id, &port)?;
 
     let mut st = SmcState {
         mode,
         pnet_id,
-        ifname: req.ifname.to_string(),
+        ifname: pod.ifname.to_string(),
         rdma_device: port.device.clone(),
         rdma_port: port.port,
-        netns: req.netns.to_path_buf(),
+        netns: netns.to_path_buf(),
         sysctls: sysctls.clone(),
         ..Default::default()
     };
     let in_pod = {
         let (id, ifname, mode) = (st.pnet_id.clone(), st.ifname.clone(), mode);
-        netns::run_in(req.netns, move || in_pod_setup(&id, &ifname, mode, &sysctls))
+        netns::run_in(netns, move || in_pod_setup(&id, &ifname, mode, &sysctls))
     };
     match in_pod {
         Ok((saved, cookie)) => {
@@ -222,7 +126,7 @@ pub fn setup(req: &Request, log: &Logger) -> Result<SmcState, SmcError> {
         }
     }
     if mode == Mode::Bpf {
-        let pins = fmodret::SmcPins::new(req.bpffs_root);
+        let pins = fmodret::SmcPins::new(bpffs_root);
         let selected = fmodret::ensure_loaded(&pins).and_then(|loaded| {
             if loaded {
                 info!(log, "loaded and pinned the TCP→SMC program"; "pins" => %pins.dir().display());
@@ -230,7 +134,7 @@ pub fn setup(req: &Request, log: &Logger) -> Result<SmcState, SmcError> {
             fmodret::select(&pins, st.netns_cookie)
         });
         if let Err(e) = selected {
-            let _ = teardown(req.bpffs_root, &st);
+            let _ = teardown(bpffs_root, &st);
             return Err(unavailable(e));
         }
     }

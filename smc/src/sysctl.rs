@@ -1,6 +1,7 @@
 //! `net.smc.*` sysctls of the calling thread's netns (they are per netns; the caller runs
 //! inside the pod's). Like the reference `tuning` plugin: only keys under `net.smc.` are
 //! accepted, old values are saved for DEL, and keys the kernel does not expose are errors.
+pub use meshaccel_node::conf::smc::{sysctl_short_name as short_name, PREFIX};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
@@ -8,17 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-pub const PREFIX: &str = "net.smc.";
 const DIR: &str = "/proc/sys/net/smc";
-
-/// The key's name below `net.smc.`, checked to be one plain path component.
-pub fn short_name(key: &str) -> Result<&str, String> {
-    let name = key.strip_prefix(PREFIX).ok_or_else(|| format!("sysctl {key:?} is not under {PREFIX}"))?;
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
-        return Err(format!("sysctl {key:?}: the name after {PREFIX} may only hold a-z, 0-9 and _"));
-    }
-    Ok(name)
-}
 
 fn path(name: &str) -> PathBuf {
     PathBuf::from(DIR).join(name)

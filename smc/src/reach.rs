@@ -7,22 +7,18 @@
 //! ([`probe`], from the pod's netns: the GID SMC will use), and a failed verdict stops
 //! enabling it until a later check passes. Verdicts, failed ones included, are cached per
 //! (device, port, peer set) for `smc.reachabilityTtl` seconds.
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use nix::fcntl::{Flock, FlockArg};
+use meshaccel_node::files;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use slog::{debug, info, warn, Logger};
 
 use super::probe::{self, PeerResult, ProbeConf};
 use super::rdma::Port;
-
-pub fn default_ttl() -> u64 {
-    60
-}
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -61,11 +57,9 @@ pub fn store(state_dir: &Path, v: &Verdict) -> Result<()> {
 }
 
 /// An exclusive lock next to the verdict (released when the returned file is dropped).
-fn lock(state_dir: &Path) -> Result<Flock<File>> {
+fn lock(state_dir: &Path) -> Result<impl Sized> {
     fs::create_dir_all(state_dir)?;
-    let path = state_dir.join("smc-reachability.lock");
-    let f = File::options().create(true).truncate(false).write(true).open(&path).with_context(|| format!("open {}", path.display()))?;
-    Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| e).context("lock the reachability verdict")
+    files::lock_exclusive(&state_dir.join("smc-reachability.lock")).context("lock the reachability verdict")
 }
 
 /// RoCE GIDs of a port (non-zero entries of its GID table).

@@ -1,25 +1,13 @@
 //! Which TCP→SMC conversion a pod gets: `net.smc.tcp2smc` where the kernel has it
 //! (Alibaba Cloud Linux 3: per netns, converts every TCP socket created there), else the
 //! upstream hook (≥ 6.11) through [`super::fmodret`].
+pub use meshaccel_node::conf::smc::Mode;
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use serde::{Deserialize, Serialize};
 
 pub const TCP2SMC: &str = "net.smc.tcp2smc";
 pub const TCP2SMC_NAME: &str = "tcp2smc";
-
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// tcp2smc if the kernel has it, else bpf.
-    #[default]
-    Auto,
-    Tcp2smc,
-    Bpf,
-    /// SMC off for the network, whatever `enabled` and the annotation say.
-    Off,
-}
 
 /// The mode a pod in `netns` gets, or why none can be had.
 pub fn resolve(configured: Mode, netns: &Path) -> Result<Mode> {

@@ -4,7 +4,6 @@
 //! process — the installer, or the CNI plugin when the node has no installer yet.
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -19,6 +18,7 @@ use aya::EbpfLoader;
 use nix::sys::statfs::{statfs, BPF_FS_MAGIC};
 use meshaccel_common::{names, node, ConnKey, Counter, PodConfig};
 
+use crate::files::{self, remove_if_exists};
 use crate::pins::{AttachmentId, Pins};
 use crate::sys;
 
@@ -42,17 +42,8 @@ pub fn is_loaded(pins: &Pins) -> bool {
 
 /// An exclusive lock on the bpffs root, held while loading or unloading so that concurrent
 /// CNI invocations (a node starting many pods at once) load the programs exactly once.
-struct RootLock(#[allow(dead_code)] File); // the lock is the open fd
-
-impl RootLock {
-    fn take(root: &Path) -> Result<Self> {
-        let f = File::open(root).with_context(|| format!("open {}", root.display()))?;
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io::Error::last_os_error()).context("flock bpffs root");
-        }
-        Ok(Self(f))
-    }
+fn lock_root(pins: &Pins) -> Result<impl Sized> {
+    files::lock_exclusive(pins.root()).with_context(|| format!("lock {}", pins.root().display()))
 }
 
 /// Creates the root directory and checks it is on a bpf filesystem.
@@ -73,7 +64,7 @@ pub fn ensure_loaded(pins: &Pins) -> Result<bool> {
         return Ok(false);
     }
     prepare_root(pins)?;
-    let _lock = RootLock::take(pins.root())?;
+    let _lock = lock_root(pins)?;
     if is_loaded(pins) {
         return Ok(false); // another process won the race
     }
@@ -190,13 +181,6 @@ where
     p.try_into().with_context(|| format!("program {name} has an unexpected type"))
 }
 
-fn remove_if_exists(path: &Path) -> io::Result<bool> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
-    }
-}
 
 fn remove_dir_if_exists(path: &Path) -> io::Result<()> {
     match fs::remove_dir(path) {
@@ -325,7 +309,7 @@ pub fn unload_all(pins: &Pins) -> Result<()> {
     if !pins.root().exists() {
         return Ok(());
     }
-    let _lock = RootLock::take(pins.root())?;
+    let _lock = lock_root(pins)?;
     for id in list_pods(pins)? {
         detach_pod(pins, &id)?;
     }
@@ -367,7 +351,7 @@ pub fn ensure_current(pins: &Pins) -> Result<Loaded> {
     if !(pins.sockops().exists() && pins.skmsg().exists()) {
         return Ok(if ensure_loaded(pins)? { Loaded::Fresh } else { Loaded::Current });
     }
-    let _lock = RootLock::take(pins.root())?;
+    let _lock = lock_root(pins)?;
     check_pinned_maps(pins)?;
     let mut loader = EbpfLoader::new();
     for name in MAPS {

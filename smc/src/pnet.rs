@@ -5,6 +5,7 @@
 //! only in the initial netns and are global (elsewhere the kernel answers EEXIST and
 //! ignores them); DEL removes a PNET ID's entries of the caller's netns only, and touches
 //! IB devices only when called in the initial netns.
+pub use meshaccel_node::conf::smc::{check_pnetid, MAX_PNETID_LEN};
 use super::genl::{find, Attr, Family, Genl, GenlError};
 
 #[derive(Clone, Debug)]
@@ -23,22 +24,6 @@ const ATTR_NAME: u16 = 1;
 const ATTR_ETHNAME: u16 = 2;
 const ATTR_IBNAME: u16 = 3;
 const ATTR_IBPORT: u16 = 4;
-
-/// The kernel's SMC_MAX_PNETID_LEN.
-pub const MAX_PNETID_LEN: usize = 16;
-
-/// A PNET ID as the kernel stores it: 1–16 characters, upper-case letters and digits
-/// (the kernel upper-cases what it is given; we accept only the canonical form, so what
-/// is configured is what is read back).
-pub fn check_pnetid(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > MAX_PNETID_LEN {
-        return Err(format!("PNET ID {id:?} must be 1 to {MAX_PNETID_LEN} characters"));
-    }
-    if !id.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) {
-        return Err(format!("PNET ID {id:?} may only contain upper-case letters and digits"));
-    }
-    Ok(())
-}
 
 /// A PNET ID derived from an RDMA device name (`erdma_0` → `ERDMA0`), for confs that set
 /// `rdmaDevice` but no `pnetId`.

@@ -35,7 +35,7 @@ fn parse(args: &[String]) -> Result<Options> {
             "--max-conns" => max_conns = value()?.parse().context("--max-conns")?,
             "--log-level" => {
                 let v = value()?;
-                log_level = crate::logging::parse_level(v).with_context(|| format!("--log-level {v}"))?
+                log_level = meshaccel_node::logging::parse_level(v).with_context(|| format!("--log-level {v}"))?
             }
             other => bail!("unknown option {other}\nusage: {USAGE}"),
         }
@@ -49,7 +49,7 @@ fn parse(args: &[String]) -> Result<Options> {
 
 pub fn main(args: &[String]) -> Result<()> {
     let opts = parse(args)?;
-    let log = crate::logging::logger("", opts.log_level).new(o!("cmd" => "rdma-responder"));
+    let log = meshaccel_node::logging::logger("meshaccel", "", opts.log_level).new(o!("cmd" => "rdma-responder"));
     let r = Responder::bind(opts.listen)?;
     info!(log, "listening for RDMA reachability probes"; "listen" => %opts.listen,
           "timeoutMs" => opts.timeout.as_millis() as u64, "maxConns" => opts.max_conns);

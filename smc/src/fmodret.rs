@@ -13,14 +13,17 @@
 //! Pins (`<bpffsRoot>/smc/`): `netns` (the map), `prog`, and `link` (pinned last: its
 //! presence marks a complete load; unpinning it detaches the program).
 use std::ffi::CString;
-use std::fs::{self, File};
+use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
+
+use meshaccel_node::files;
+use meshaccel_node::sys::{bpf as sys_bpf_raw, bpf_fd as sys_bpf};
 
 use super::btf::Btf;
 
@@ -59,26 +62,14 @@ impl SmcPins {
 
 // --- bpf(2) -----------------------------------------------------------------------------
 
-const BPF_MAP_CREATE: i64 = 0;
-const BPF_PROG_LOAD: i64 = 5;
-const BPF_OBJ_PIN: i64 = 6;
-const BPF_RAW_TRACEPOINT_OPEN: i64 = 17;
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_OBJ_PIN: libc::c_long = 6;
+const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
 const BPF_MAP_TYPE_HASH: u32 = 1;
 const BPF_PROG_TYPE_TRACING: u32 = 26;
 const BPF_MODIFY_RETURN: u32 = 26;
 
-fn sys_bpf_raw<T>(cmd: i64, attr: &mut T) -> io::Result<i64> {
-    // SAFETY: attr is a zero-padded bpf_attr prefix of the size passed.
-    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, size_of::<T>()) };
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
-}
-
-/// For the commands that return a new fd.
-fn sys_bpf<T>(cmd: i64, attr: &mut T) -> io::Result<OwnedFd> {
-    let fd = sys_bpf_raw(cmd, attr)?;
-    // SAFETY: the kernel returned a new fd we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
 
 #[repr(C)]
 #[derive(Default)]
@@ -330,20 +321,6 @@ fn attach(prog: &OwnedFd) -> io::Result<OwnedFd> {
     sys_bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attr)
 }
 
-/// An exclusive lock on the pin directory while loading or unloading.
-struct DirLock(#[allow(dead_code)] File);
-
-impl DirLock {
-    fn take(dir: &Path) -> Result<Self> {
-        let f = File::open(dir).with_context(|| format!("open {}", dir.display()))?;
-        // SAFETY: flock on an fd we own; released when the file is closed.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io::Error::last_os_error()).context("flock smc pin dir");
-        }
-        Ok(Self(f))
-    }
-}
-
 /// Loads, attaches and pins the program unless already pinned. Returns true when this
 /// call loaded it.
 pub fn ensure_loaded(pins: &SmcPins) -> Result<bool> {
@@ -351,7 +328,8 @@ pub fn ensure_loaded(pins: &SmcPins) -> Result<bool> {
         return Ok(false);
     }
     fs::create_dir_all(pins.dir()).with_context(|| format!("create {}", pins.dir().display()))?;
-    let _lock = DirLock::take(pins.dir())?;
+    // An exclusive lock on the pin directory while loading or unloading.
+    let _lock = files::lock_exclusive(pins.dir()).with_context(|| format!("lock {}", pins.dir().display()))?;
     if pins.is_loaded() {
         return Ok(false);
     }
@@ -434,7 +412,7 @@ mod tests {
     impl Drop for TempPins {
         fn drop(&mut self) {
             // The node-wide uninstall path: everything under the root goes, smc/ included.
-            let _ = meshaccel_installer::bpf::unload_all(&meshaccel_installer::pins::Pins::new(&self.1));
+            let _ = meshaccel_node::bpf::unload_all(&meshaccel_node::pins::Pins::new(&self.1));
         }
     }
 
@@ -506,7 +484,7 @@ mod tests {
         .unwrap();
         // This (unselected) netns was never converted.
         assert!(tcp_socket(None).is_ok());
-        meshaccel_installer::bpf::unload_all(&meshaccel_installer::pins::Pins::new(&pins.1)).unwrap();
+        meshaccel_node::bpf::unload_all(&meshaccel_node::pins::Pins::new(&pins.1)).unwrap();
         assert!(!pins.0.dir().exists(), "uninstall removes the SMC pins");
     }
 }

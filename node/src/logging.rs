@@ -1,5 +1,5 @@
-//! JSON logs through slog, to the configured file and to stderr; never to stdout, which
-//! carries only the CNI result.
+//! JSON logs through slog, to an optional file and to stderr; never to stdout, which
+//! carries the plugin's CNI result (and which `kubectl logs` does not need: it shows stderr).
 use std::fs::{self, OpenOptions};
 use std::io;
 use std::path::Path;
@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use slog::{o, Drain, Level, Logger};
 
+/// slog's level names, plus `warn`.
 pub fn parse_level(s: &str) -> Option<Level> {
     match s {
         "critical" => Some(Level::Critical),
@@ -27,9 +28,10 @@ fn json<W: io::Write + Send + 'static>(w: W) -> impl Drain<Ok = (), Err = slog::
     Mutex::new(json).map(slog::Fuse)
 }
 
-/// A logger writing to `file` (created with its directory; skipped if it cannot be opened,
-/// which is itself logged) and stderr, at `level` and above.
-pub fn logger(file: &str, level: Level) -> Logger {
+/// A logger writing to `file` (none if empty; created with its directory; skipped if it
+/// cannot be opened, which is itself logged) and stderr, at `level` and above; every record
+/// names the `component` and its pid.
+pub fn logger(component: &'static str, file: &str, level: Level) -> Logger {
     let stderr = slog::LevelFilter::new(json(io::stderr()), level).fuse();
     let opened = (!file.is_empty()).then(|| {
         if let Some(dir) = Path::new(file).parent() {
@@ -37,7 +39,7 @@ pub fn logger(file: &str, level: Level) -> Logger {
         }
         OpenOptions::new().create(true).append(true).open(file)
     });
-    let base = o!("plugin" => "meshaccel", "pid" => std::process::id());
+    let base = o!("component" => component, "pid" => std::process::id());
     match opened {
         Some(Ok(f)) => {
             let to_file = slog::LevelFilter::new(json(f), level).fuse();

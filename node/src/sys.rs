@@ -51,19 +51,26 @@ struct InfoAttr {
     info: u64,
 }
 
-fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<i64> {
+/// bpf(2) with `attr`, a `#[repr(C)]` prefix of `union bpf_attr` for `cmd` (the kernel
+/// zero-extends shorter ones). For the commands that return a number.
+pub fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<i64> {
     // SAFETY: attr is a fully initialised bpf_attr prefix of the size passed.
     let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, size_of::<T>()) };
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+}
+
+/// [`bpf`] for the commands that return a new fd.
+pub fn bpf_fd<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<OwnedFd> {
+    let fd = bpf(cmd, attr)?;
+    // SAFETY: the kernel returned a new fd we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// `BPF_OBJ_GET` on a pin path.
 pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
     let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
     let mut attr = ObjGetAttr { pathname: c.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
-    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
-    // SAFETY: the kernel returned a new fd we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    bpf_fd(BPF_OBJ_GET, &mut attr)
 }
 
 /// Reads a pinned cgroup link. `Ok(None)` when the pin is absent.

@@ -1,0 +1,167 @@
+//! The same-node feature: the pinned sock_ops program attached to the pod's cgroup through
+//! a pinned bpf_link, the pod's settings (flags, filter rules) in cgroup storage, and the
+//! record of it (`<stateDir>/<attachment>.json`). Used by ADD and by the installer's
+//! adoption of running pods, so both attach and record a pod the same way.
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use slog::{info, Logger};
+
+use crate::bpf;
+use crate::cgroup;
+use crate::conf::PluginConf;
+use crate::feature::{Feature, Pod, SetupError};
+use crate::pins::AttachmentId;
+use crate::records::{Record, Store};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SockmapRecord {
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+    pub pod_uid: String,
+    pub pod_namespace: Option<String>,
+    pub pod_name: Option<String>,
+    pub cgroup: PathBuf,
+    pub cgroup_id: u64,
+    pub sockmap: bool,
+}
+
+impl Record for SockmapRecord {
+    const SCHEMA: u32 = 1;
+}
+
+/// The sockmap records, in the state directory itself (where they were before features
+/// had their own directories, so existing nodes keep theirs).
+pub fn records(state_dir: &Path) -> Store<SockmapRecord> {
+    Store::new(state_dir)
+}
+
+pub struct Sockmap;
+
+impl Feature for Sockmap {
+    fn name(&self) -> &'static str {
+        "sockmap"
+    }
+
+    fn wanted(&self, pod: &Pod) -> bool {
+        pod.settings.sockmap
+    }
+
+    fn set_up(&self, pod: &Pod, log: &Logger) -> Result<(), SetupError> {
+        let record = attach_recorded(pod, log)?;
+        info!(log, "pod accelerated"; "cgroup" => %record.cgroup.display(), "cgroupID" => record.cgroup_id);
+        Ok(())
+    }
+
+    fn tear_down(&self, conf: &PluginConf, id: &AttachmentId) -> Result<bool> {
+        detach(conf, id)
+    }
+
+    fn recorded(&self, conf: &PluginConf, id: &AttachmentId) -> Result<bool> {
+        Ok(records(&conf.state_dir).load(id)?.is_some())
+    }
+
+    fn verify(&self, pod: &Pod) -> Result<()> {
+        let conf = pod.conf;
+        let st = records(&conf.state_dir).load(pod.attachment)?.context("no sockmap record")?;
+        let expected_cgroup = cgroup_root(conf).ok().and_then(|root| cgroup::find_pod(&root, &st.pod_uid));
+        ensure!(
+            expected_cgroup.as_ref() == Some(&st.cgroup),
+            "pod cgroup is now {expected_cgroup:?}, attachment is on {}",
+            st.cgroup.display()
+        );
+        let pins = conf.pins();
+        let link = bpf::pod_link(&pins, pod.attachment)?.context("sock_ops link is not pinned")?;
+        let live_id = bpf::cgroup_id(&st.cgroup)?;
+        ensure!(live_id == st.cgroup_id, "{} was recreated (id {live_id}, attached to {})", st.cgroup.display(), st.cgroup_id);
+        ensure!(link.cgroup_id == st.cgroup_id, "link is attached to cgroup {}, not {}", link.cgroup_id, st.cgroup_id);
+        let prog = bpf::sockops_prog_id(&pins)?;
+        ensure!(link.prog_id == prog, "link runs program {}, the pinned sock_ops is {prog}", link.prog_id);
+        let want = conf.sockmap.pod_config().map_err(anyhow::Error::msg)?;
+        let live = bpf::read_pod_config(&pins, st.cgroup_id)?;
+        ensure!(live == want, "pod settings in cgroup storage differ from the network's: {live:?}");
+        Ok(())
+    }
+
+    fn verify_absent(&self, pod: &Pod) -> Result<()> {
+        ensure!(
+            bpf::pod_link(&pod.conf.pins(), pod.attachment)?.is_none(),
+            "pod is opted out but a sock_ops link is pinned"
+        );
+        Ok(())
+    }
+
+    fn attachments(&self, conf: &PluginConf, network: &str) -> Result<Vec<AttachmentId>> {
+        let all = records(&conf.state_dir).list().with_context(|| format!("read {}", conf.state_dir.display()))?;
+        Ok(all.into_iter().filter(|(_, r)| r.network == network).map(|(id, _)| id).collect())
+    }
+
+    fn ready(&self, conf: &PluginConf) -> Result<()> {
+        if conf.sockmap.enabled {
+            bpf::ensure_loaded(&conf.pins()).context("BPF programs not loadable")?;
+        }
+        Ok(())
+    }
+}
+
+fn cgroup_root(conf: &PluginConf) -> Result<PathBuf> {
+    match &conf.cgroup_root {
+        Some(r) => Ok(r.clone()),
+        None => cgroup::default_root().context("no cgroup v2 mount found"),
+    }
+}
+
+/// Finds the pod's cgroup, loads the programs if nobody has, attaches and records. On
+/// error, everything this call created is removed again.
+pub fn attach_recorded(pod: &Pod, log: &Logger) -> Result<SockmapRecord> {
+    let conf = pod.conf;
+    let uid = pod.identity.uid.as_deref().context("CNI_ARGS has no K8S_POD_UID: cannot find the pod's cgroup")?;
+    let root = cgroup_root(conf)?;
+    let cgroup = cgroup::find_pod(&root, uid).with_context(|| format!("no cgroup for pod {uid} under {}", root.display()))?;
+    let pins = conf.pins();
+    if bpf::ensure_loaded(&pins)? {
+        info!(log, "loaded and pinned the BPF programs"; "root" => %pins.root().display());
+    }
+    // Validated when the conf was parsed, so this cannot fail here.
+    let pod_config = conf.sockmap.pod_config().map_err(anyhow::Error::msg)?;
+    let result = bpf::attach_pod(&pins, pod.attachment, &cgroup, pod_config)
+        .with_context(|| format!("attach sock_ops to {}", cgroup.display()))
+        .and_then(|cgroup_id| {
+            let record = SockmapRecord {
+                network: pod.network.to_string(),
+                container_id: pod.container_id.to_string(),
+                ifname: pod.ifname.to_string(),
+                pod_uid: uid.to_string(),
+                pod_namespace: pod.identity.namespace.clone(),
+                pod_name: pod.identity.name.clone(),
+                cgroup: cgroup.clone(),
+                cgroup_id,
+                sockmap: true,
+            };
+            records(&conf.state_dir).save(pod.attachment, &record).context("save attachment state")?;
+            Ok(record)
+        });
+    if result.is_err() {
+        if let Err(e) = detach(conf, pod.attachment) {
+            slog::warn!(log, "rollback incomplete"; "error" => format!("{e:#}"));
+        }
+    }
+    result
+}
+
+/// Unpins the link (the kernel detaches it with the last reference) and removes the
+/// record. Sockets already in the sockhash stay accelerated until they close: removing them
+/// under live traffic could reorder bytes in flight. Returns whether a link was pinned.
+pub fn detach(conf: &PluginConf, id: &AttachmentId) -> Result<bool> {
+    let had_link = bpf::detach_pod(&conf.pins(), id).context("unpin sock_ops link")?;
+    records(&conf.state_dir).remove(id).context("remove attachment state")?;
+    Ok(had_link)
+}
+
+/// Both halves of an attachment exist: the pinned link and the record.
+pub fn is_attached(conf: &PluginConf, id: &AttachmentId) -> Result<bool> {
+    Ok(bpf::pod_link(&conf.pins(), id)?.is_some() && records(&conf.state_dir).load(id)?.is_some())
+}
