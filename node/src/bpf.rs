@@ -22,8 +22,9 @@ use crate::files::{self, remove_if_exists};
 use crate::pins::{AttachmentId, Pins};
 use crate::sys;
 
-/// The BPF object built from `ebpf/programs` by build.rs.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/meshaccel-programs"));
+/// The BPF object built from `ebpf/programs` by build.rs. Public for the tests that read it
+/// without loading it (installer/tests/object_maps_match_pin_names.rs).
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/meshaccel-programs"));
 
 /// `enum bpf_attach_type`: BPF_CGROUP_SOCK_OPS. Part of a cgroup storage key.
 const BPF_CGROUP_SOCK_OPS: u32 = 3;

@@ -1,0 +1,198 @@
+//! How both ends of a connection name it: the sockhash key, the pairing decision, and the
+//! addresses as the programs' contexts give them.
+
+/// Key of the sockhash: one end of one TCP connection.
+///
+/// A connection is named by what both of its ends see identically, even through
+/// REDIRECT/DNAT (which rewrites the server address, as in a sidecar mesh): the client's
+/// endpoint and both initial sequence numbers. A socket is stored under its connection
+/// and its own role; a sender looks up the same connection with the other role.
+///
+/// Client-endpoint reuse (one local ip:port towards two destinations) gives different
+/// sequence numbers; SNAT changes the endpoint the server sees, so the two ends simply
+/// do not meet and stay on plain TCP. Loopback client addresses exist once per netns, so
+/// they also carry the netns cookie (a loopback connection never leaves its netns).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    /// Client IPv4 address, network byte order.
+    pub client_ip4: u32,
+    /// Client port, host byte order.
+    pub client_port: u32,
+    /// The client's first data sequence number (its ISN + 1).
+    pub client_seq: u32,
+    /// The server's first data sequence number (its ISN + 1).
+    pub server_seq: u32,
+    /// `bpf_get_netns_cookie()` when the client address is loopback, else 0.
+    pub netns_cookie: u64,
+    /// Which end is stored under this key: [`ConnKey::CLIENT`] or [`ConnKey::SERVER`].
+    pub role: u32,
+    pub _reserved: u32,
+}
+
+impl ConnKey {
+    pub const CLIENT: u32 = 0;
+    pub const SERVER: u32 = 1;
+    /// Not a socket: the READY marker of a connection in the `DECISION` map.
+    pub const READY: u32 = 2;
+
+    /// The key of a socket at establishment, from its own view of the connection.
+    /// `active` is true for the connecting end. Sequence numbers are `snd_nxt`/`rcv_nxt`
+    /// at the ESTABLISHED callback, when nothing but the SYNs has been exchanged.
+    #[inline(always)]
+    pub const fn at_establishment(active: bool, local: Endpoint, remote: Endpoint, snd_nxt: u32, rcv_nxt: u32) -> ConnKey {
+        let (client, client_seq, server_seq, role) = if active {
+            (local, snd_nxt, rcv_nxt, Self::CLIENT)
+        } else {
+            (remote, rcv_nxt, snd_nxt, Self::SERVER)
+        };
+        ConnKey {
+            client_ip4: client.ip4,
+            client_port: client.port,
+            client_seq,
+            server_seq,
+            netns_cookie: 0,
+            role,
+            _reserved: 0,
+        }
+    }
+
+    /// The key under which the other end of this connection is stored.
+    #[inline(always)]
+    pub const fn peer(&self) -> ConnKey {
+        let mut k = *self;
+        k.role ^= 1;
+        k
+    }
+
+    /// The connection as a whole (the key of its `DECISION` entry).
+    #[inline(always)]
+    pub const fn connection(&self) -> ConnKey {
+        let mut k = *self;
+        k.role = Self::CLIENT;
+        k
+    }
+
+    /// The key of the connection's READY marker (see [`Decision::READY`]).
+    #[inline(always)]
+    pub const fn ready(&self) -> ConnKey {
+        let mut k = *self;
+        k.role = Self::READY;
+        k
+    }
+
+    /// Whether the cookie must be part of the key (see the type's docs).
+    #[inline(always)]
+    pub const fn needs_netns_cookie(&self) -> bool {
+        is_loopback4(self.client_ip4)
+    }
+}
+
+/// The outcome of a connection's pairing race (values of the `DECISION` map).
+pub struct Decision;
+
+impl Decision {
+    /// The server end got there first: both ends redirect.
+    pub const PAIRED: u32 = 1;
+    /// The client end had to send first, or pairing failed: both ends stay plain TCP.
+    pub const PLAIN: u32 = 2;
+    /// Under the READY key: the client end is in SOCKS, waiting for the server end.
+    pub const READY: u32 = 3;
+}
+
+/// An IPv4 address (network byte order) and port (host byte order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub ip4: u32,
+    pub port: u32,
+}
+
+/// `remote_port` in `bpf_sock_ops` and `sk_msg_md` is the big-endian port shifted into the
+/// upper 16 bits of a u32 on little-endian hosts; `u32::from_be` yields the host-order port
+/// on either endianness.
+#[inline(always)]
+pub const fn ctx_remote_port(raw: u32) -> u32 {
+    u32::from_be(raw)
+}
+
+/// True for 127.0.0.0/8, given an address in network byte order.
+#[inline(always)]
+pub const fn is_loopback4(ip_be: u32) -> bool {
+    u32::from_be(ip_be) >> 24 == 127
+}
+
+/// The IPv4 address inside a v4-mapped IPv6 address (`::ffff:a.b.c.d`), given the four
+/// network-order words of the context. Servers listening on `[::]` see IPv4 clients so.
+#[inline(always)]
+pub const fn v4_mapped(ip6: [u32; 4]) -> Option<u32> {
+    if ip6[0] == 0 && ip6[1] == 0 && ip6[2] == 0xffffu32.to_be() {
+        Some(ip6[3])
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ip;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(core::mem::size_of::<ConnKey>(), 32);
+    }
+
+    #[test]
+    fn both_ends_name_the_same_connection_even_through_redirect() {
+        let client = Endpoint { ip4: ip([10, 0, 0, 1]), port: 40000 };
+        let service = Endpoint { ip4: ip([10, 96, 0, 10]), port: 80 };
+        // After REDIRECT the server sees itself on 127.0.0.1:15001, the client unchanged.
+        let proxy = Endpoint { ip4: ip([127, 0, 0, 1]), port: 15001 };
+        let (isn_c, isn_s) = (1000, 7000);
+        let c = ConnKey::at_establishment(true, client, service, isn_c, isn_s);
+        let s = ConnKey::at_establishment(false, proxy, client, isn_s, isn_c);
+        assert_eq!(c.peer(), s);
+        assert_eq!(s.peer(), c);
+        assert_ne!(c, s, "the two ends are distinct sockhash entries");
+        assert!(!c.needs_netns_cookie() && !s.needs_netns_cookie(), "decided by the client address only");
+    }
+
+    #[test]
+    fn endpoint_reuse_and_snat_do_not_pair() {
+        let client = Endpoint { ip4: ip([10, 0, 0, 1]), port: 40000 };
+        let a = Endpoint { ip4: ip([10, 0, 0, 2]), port: 80 };
+        let b = Endpoint { ip4: ip([10, 0, 0, 3]), port: 80 };
+        let c1 = ConnKey::at_establishment(true, client, a, 1000, 7000);
+        let c2 = ConnKey::at_establishment(true, client, b, 5000, 9000);
+        let s2 = ConnKey::at_establishment(false, b, client, 9000, 5000);
+        assert_ne!(c1.peer(), s2, "same client endpoint, other connection");
+        let snat = Endpoint { ip4: ip([192, 0, 2, 1]), port: 50000 };
+        let s_snat = ConnKey::at_establishment(false, a, snat, 7000, 1000);
+        assert_ne!(c1.peer(), s_snat);
+        assert_eq!(c2.peer(), s2);
+    }
+
+    #[test]
+    fn loopback_and_v4_mapped_detection() {
+        let lo = u32::from_be_bytes([127, 0, 0, 1]).to_be();
+        let lo2 = u32::from_be_bytes([127, 8, 9, 10]).to_be();
+        let pod = u32::from_be_bytes([10, 1, 2, 3]).to_be();
+        assert!(is_loopback4(lo) && is_loopback4(lo2) && !is_loopback4(pod));
+        let mapped = [0, 0, 0xffffu32.to_be(), pod];
+        assert_eq!(v4_mapped(mapped), Some(pod));
+        assert_eq!(v4_mapped([0, 0, 0, 1u32.to_be()]), None); // ::1
+        assert_eq!(v4_mapped([0x20010db8u32.to_be(), 0, 0xffffu32.to_be(), pod]), None);
+    }
+
+    #[test]
+    fn remote_port_conversion_matches_kernel_encoding() {
+        // The kernel loads the big-endian u16 and shifts it left by 16 on little-endian.
+        let port: u16 = 8080;
+        let raw = if cfg!(target_endian = "little") {
+            (u16::from_ne_bytes(port.to_be_bytes()) as u32) << 16
+        } else {
+            port as u32
+        };
+        assert_eq!(ctx_remote_port(raw), 8080);
+    }
+}
