@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use aya_obj::programs::CgroupSockAttachType;
 use aya_obj::{EbpfSectionKind, Object, ProgramSection};
 use meshaccel_common::names;
-use meshaccel_installer::bpf::OBJECT;
+use meshaccel_node::bpf::OBJECT;
 
 fn object() -> Object {
     Object::parse(OBJECT).expect("parse the embedded BPF object")
@@ -33,7 +33,7 @@ fn the_named_programs_are_in_the_object_with_their_hooks() {
     let named = [names::PROG_SOCKOPS, names::PROG_SKMSG, names::PROG_SOCK_CREATE, names::PROG_CONSUMED];
     for name in named {
         let prog = obj.programs.get(name).unwrap_or_else(|| panic!("program {name} missing from the object"));
-        // The kind the loader converts each program to (see meshaccel_installer::bpf).
+        // The kind the loader converts each program to (see meshaccel_node::bpf).
         let hook_ok = match name {
             names::PROG_SOCKOPS => matches!(prog.section, ProgramSection::SockOps),
             names::PROG_SKMSG => matches!(prog.section, ProgramSection::SkMsg),
