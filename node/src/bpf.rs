@@ -449,7 +449,8 @@ fn check_pinned_maps(pins: &Pins) -> Result<()> {
 pub fn relink_pods(pins: &Pins) -> Result<usize> {
     use std::os::fd::AsFd;
 
-    let per_pod: [(std::path::PathBuf, fn(&Pins, &AttachmentId) -> std::path::PathBuf); 2] =
+    type PodPin = fn(&Pins, &AttachmentId) -> std::path::PathBuf;
+    let per_pod: [(std::path::PathBuf, PodPin); 2] =
         [(pins.sockops(), Pins::pod_link), (pins.sock_create(), Pins::pod_sock_create_link)];
     let mut moved = 0;
     let mut failed = Vec::new();

@@ -166,8 +166,8 @@ mod tests {
         assert_eq!(btf.member_offset("sock_common", "skc_daddr").unwrap(), 0);
         assert_eq!(btf.member_offset("sock_common", "skc_family").unwrap(), 16);
         let nsproxy = btf.member_offset("task_struct", "nsproxy").unwrap();
-        assert!(nsproxy > 0 && nsproxy % 8 == 0, "{nsproxy}");
-        assert!(btf.member_offset("net", "net_cookie").unwrap() % 8 == 0);
+        assert!(nsproxy > 0 && nsproxy.is_multiple_of(8), "{nsproxy}");
+        assert!(btf.member_offset("net", "net_cookie").unwrap().is_multiple_of(8));
         assert!(btf.member_offset("net", "no_such_member").is_err());
         assert!(btf.func_id("no_such_function_here").is_err());
     }

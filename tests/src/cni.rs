@@ -137,6 +137,7 @@ pub fn invoke(plugin: &Path, env: &[(String, String)], stdin: &[u8]) -> Result<I
 /// Reaps an exited child with wait4, for its peak RSS (KiB) next to its status.
 fn reap(child: &Child) -> Result<(ExitStatus, u64)> {
     use std::os::unix::process::ExitStatusExt;
+    // SAFETY: rusage is plain old data, valid when zeroed.
     let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
     loop {
         // SAFETY: waits for our own child; status and usage are ours to write.

@@ -65,7 +65,7 @@ fn assert_attached(node: &TestNode, pod: &Pod) {
     let link = bpf::pod_link(pins, &id).unwrap().unwrap_or_else(|| panic!("no link pinned for {id}"));
     assert_eq!(link.cgroup_id, bpf::cgroup_id(pod.cgroup()).unwrap(), "link on the pod cgroup");
     assert_eq!(link.prog_id, bpf::sockops_prog_id(pins).unwrap(), "link runs the pinned sock_ops");
-    let st = sockmap::records(&node.state_dir()).load(&id).unwrap().unwrap_or_else(|| panic!("no record for {id}"));
+    let st = sockmap::records(node.state_dir()).load(&id).unwrap().unwrap_or_else(|| panic!("no record for {id}"));
     assert_eq!((st.cgroup.as_path(), st.pod_uid.as_str()), (pod.cgroup(), pod.uid()));
     assert_eq!(st.network, node.network(Chain::Accelerated).name);
     let status = status(node);
@@ -80,7 +80,7 @@ fn assert_released(node: &TestNode, pod: &Pod) {
     let id = attachment(pod);
     assert!(bpf::pod_link(node.pins(), &id).unwrap().is_none(), "{id}: link still pinned");
     assert!(!node.pins().pod_dir(&id).exists(), "{id}: pin directory left behind");
-    assert_eq!(sockmap::records(&node.state_dir()).load(&id).unwrap(), None, "{id}: record left behind");
+    assert_eq!(sockmap::records(node.state_dir()).load(&id).unwrap(), None, "{id}: record left behind");
     assert!(!status(node)["attachments"].as_array().unwrap().iter().any(|a| a["attachment"] == id.as_str()));
 }
 
@@ -151,7 +151,7 @@ fn del_twice_leaves_nothing() {
         assert_released(&node, &pod);
     }
     assert!(bpf::list_pods(node.pins()).unwrap().is_empty());
-    assert!(sockmap::records(&node.state_dir()).list().unwrap().is_empty());
+    assert!(sockmap::records(node.state_dir()).list().unwrap().is_empty());
 }
 
 /// containerd's DEL after the sandbox is gone: no netns, no cached result.
@@ -283,7 +283,7 @@ fn gc_removes_only_this_networks_stale_attachments() {
         }
         let id = attachment(&pods[3]);
         assert!(bpf::pod_link(node.pins(), &id).unwrap().is_some(), "GC removed another network's link");
-        assert!(sockmap::records(&node.state_dir()).load(&id).unwrap().is_some(), "GC removed another network's record");
+        assert!(sockmap::records(node.state_dir()).load(&id).unwrap().is_some(), "GC removed another network's record");
     }
 }
 
@@ -303,7 +303,7 @@ fn a_pod_with_two_accelerated_interfaces_stays_accelerated_until_its_last_del() 
     ok(node.call_meshaccel("CHECK", &node.meshaccel_conf(), &second_rt, Some(&second)).unwrap(), "CHECK net1 after DEL eth0");
     ok(node.call_meshaccel("DEL", &node.meshaccel_conf(), &second_rt, Some(&second)).unwrap(), "DEL net1");
     assert!(bpf::list_pods(node.pins()).unwrap().is_empty());
-    assert!(sockmap::records(&node.state_dir()).list().unwrap().is_empty());
+    assert!(sockmap::records(node.state_dir()).list().unwrap().is_empty());
 }
 
 /// Container id and ifname together name an attachment's pins and record; two attachments
@@ -326,7 +326,7 @@ fn attachments_that_differ_only_around_an_underscore_stay_apart() {
     mesh("CHECK", &a);
     mesh("ADD", &b);
     let records: Vec<(String, String)> =
-        sockmap::records(&node.state_dir()).list().unwrap().into_iter().map(|(_, st)| (st.container_id, st.ifname)).collect();
+        sockmap::records(node.state_dir()).list().unwrap().into_iter().map(|(_, st)| (st.container_id, st.ifname)).collect();
     assert_eq!(records.len(), 2, "{records:?}");
     for rt in [&a, &b] {
         assert!(records.contains(&(rt.container_id.clone(), rt.ifname.clone())), "{records:?}");

@@ -42,7 +42,7 @@ fn assert_nothing_attached(node: &TestNode, rt: &RuntimeConf) {
     let id = AttachmentId::new(&rt.container_id, &rt.ifname).unwrap();
     assert!(bpf::pod_link(node.pins(), &id).unwrap().is_none(), "link pinned");
     assert!(bpf::list_pods(node.pins()).unwrap().is_empty(), "pin directories: {:?}", bpf::list_pods(node.pins()));
-    assert_eq!(sockmap::records(&node.state_dir()).list().unwrap(), vec![], "records left");
+    assert_eq!(sockmap::records(node.state_dir()).list().unwrap(), vec![], "records left");
     let files: Vec<_> = node.plugin_footprint().into_iter().filter(|p| p.starts_with(node.state_dir())).collect();
     assert!(files.iter().all(|p| p.is_dir()), "files in the state dir: {files:?}");
 }

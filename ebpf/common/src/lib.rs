@@ -23,12 +23,17 @@ pub use syn_option::SynOption;
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: plain-old-data, #[repr(C)], no padding holes (checked by each module's
-    // layout test).
+    // SAFETY (each): plain-old-data, #[repr(C)], no padding holes (checked by each
+    // module's layout test).
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ConnKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::PodConfig {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ConnState {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::Backlog {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::Owner {}
 }
 
