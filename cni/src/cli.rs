@@ -105,7 +105,7 @@ pub fn main(args: &[String]) -> Result<()> {
                     json!({"attachment": id.as_str(), "linked": linked, "state": st})
                 })
                 .collect();
-            let smc: Vec<Value> = meshaccel_smc::feature::records(&o.state_dir)
+            let smc: Vec<Value> = meshaccel_smc::record::records(&o.state_dir)
                 .list()?
                 .into_iter()
                 .map(|(id, r)| json!({"attachment": id.as_str(), "smc": true, "mode": r.state.mode, "record": r}))

@@ -1,33 +1,13 @@
-//! SMC as a [`Feature`] of the CNI verbs: per-attachment records
-//! (`<stateDir>/smc/<attachment>.json`), kept apart from the sockmap record so each feature
-//! can be on without the other and DEL undoes exactly what ADD did.
-use std::path::Path;
-
+//! SMC as a [`Feature`] of the CNI verbs: [`crate::pod`]'s work, recorded per attachment
+//! ([`crate::record`]).
 use anyhow::Context;
 use meshaccel_node::conf::{ConfError, PluginConf};
 use meshaccel_node::feature::{Feature, Pod, SetupError};
 use meshaccel_node::pins::AttachmentId;
-use meshaccel_node::records::{Record, Store};
-use serde::{Deserialize, Serialize};
 use slog::{info, Logger};
 
-use super::{SmcError, SmcState};
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct SmcRecord {
-    pub network: String,
-    #[serde(flatten)]
-    pub state: SmcState,
-}
-
-impl Record for SmcRecord {
-    const SCHEMA: u32 = 1;
-}
-
-pub fn records(state_dir: &Path) -> Store<SmcRecord> {
-    Store::new(state_dir.join("smc"))
-}
+use crate::pod::{self, SmcError};
+use crate::record::{records, SmcRecord};
 
 pub struct Smc;
 
@@ -46,13 +26,13 @@ impl Feature for Smc {
         let netns = pod
             .netns
             .ok_or_else(|| SetupError::Refused(ConfError::Env("ADD without CNI_NETNS: cannot set up SMC".into())))?;
-let state = super::setup(pod, netns, log).map_err(|e| match e {
+let state = pod::setup(pod, netns, log).map_err(|e| match e {
             SmcError::Config(why) => SetupError::Refused(ConfError::Network(format!("meshaccel smc: {why}"))),
             SmcError::Unavailable(e) => SetupError::Unavailable(e),
         })?;
         let record = SmcRecord { network: pod.network.to_string(), state };
         if let Err(e) = records(&conf.state_dir).save(pod.attachment, &record) {
-            let _ = super::teardown(&conf.bpffs_root, &record.state);
+            let _ = pod::teardown(&conf.bpffs_root, &record.state);
             return Err(SetupError::Unavailable(anyhow::Error::from(e).context("record SMC state")));
         }
         info!(log, "SMC on"; "mode" => ?record.state.mode, "pnetId" => &record.state.pnet_id,
@@ -63,7 +43,7 @@ let state = super::setup(pod, netns, log).map_err(|e| match e {
     fn tear_down(&self, conf: &PluginConf, id: &AttachmentId) -> anyhow::Result<bool> {
         let store = records(&conf.state_dir);
         let Some(r) = store.load(id)? else { return Ok(false) };
-        super::teardown(&conf.bpffs_root, &r.state)?;
+        pod::teardown(&conf.bpffs_root, &r.state)?;
         store.remove(id)?;
         Ok(true)
     }
@@ -74,7 +54,7 @@ let state = super::setup(pod, netns, log).map_err(|e| match e {
 
     fn verify(&self, pod: &Pod) -> anyhow::Result<()> {
         let r = records(&pod.conf.state_dir).load(pod.attachment)?.context("no SMC record")?;
-        super::verify(&pod.conf.bpffs_root, &pod.conf.smc, &r.state)
+        pod::verify(&pod.conf.bpffs_root, &pod.conf.smc, &r.state)
     }
 
     fn attachments(&self, conf: &PluginConf, network: &str) -> anyhow::Result<Vec<AttachmentId>> {
