@@ -162,7 +162,7 @@ fn write_node(map: &mut Map, accounting: bool) -> Result<()> {
     node.set(node::TOKEN, token, 0).context("write node token")?;
     node.set(node::ACCOUNTING, u32::from(accounting), 0).context("write accounting flag")?;
     // Without the layout the programs count every end as blocking: the node runs plain TCP.
-    let layout = crate::kernel_layout::Layout::of_running_kernel()?;
+    let layout = crate::btf::Layout::of_running_kernel()?;
     for (slot, off) in [(node::SK_SOCKET, layout.sk_socket), (node::SOCKET_FILE, layout.socket_file), (node::FILE_FLAGS, layout.file_flags)] {
         node.set(slot, off, 0).context("write kernel layout")?;
     }

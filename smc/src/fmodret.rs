@@ -25,7 +25,7 @@ use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use meshaccel_node::files;
 use meshaccel_node::sys::{bpf as sys_bpf_raw, bpf_fd as sys_bpf};
 
-use super::btf::Btf;
+use meshaccel_node::btf::KernelBtf;
 
 pub const TARGET: &str = "update_socket_protocol";
 /// IPPROTO_SMC (include/uapi/linux/in.h, Linux ≥ 6.11).
@@ -185,7 +185,7 @@ pub struct Offsets {
 }
 
 impl Offsets {
-    pub fn from_btf(btf: &Btf) -> Result<Self> {
+    pub fn from_btf(btf: &KernelBtf) -> Result<Self> {
         Ok(Self {
             task_nsproxy: btf.member_offset("task_struct", "nsproxy")?,
             nsproxy_net_ns: btf.member_offset("nsproxy", "net_ns")?,
@@ -275,7 +275,7 @@ pub fn program(map_fd: i32, o: Offsets) -> Vec<Insn> {
 
 /// Whether the running kernel has the hook (and BTF to attach to it).
 pub fn kernel_supports() -> Result<()> {
-    Btf::from_sys_fs()?.func_id(TARGET).map(drop)
+    KernelBtf::running()?.func_id(TARGET).map(drop)
 }
 
 fn create_map() -> io::Result<OwnedFd> {
@@ -341,7 +341,7 @@ pub fn ensure_loaded(pins: &SmcPins) -> Result<bool> {
 }
 
 fn load_and_pin(pins: &SmcPins) -> Result<()> {
-    let btf = Btf::from_sys_fs()?;
+    let btf = KernelBtf::running()?;
     let btf_id = btf.func_id(TARGET)?;
     let offsets = Offsets::from_btf(&btf)?;
     let map = create_map().context("create netns map")?;

@@ -12,7 +12,6 @@
 //! * `net.smc.*` sysctls in the pod netns ([`sysctl`]), old values saved for DEL.
 //! * Nothing is enabled until RDMA has been verified both ways to the configured peers
 //!   ([`reach`], [`probe`]; the peers run [`responder`]).
-pub mod btf;
 pub mod convert;
 pub mod feature;
 pub mod fmodret;
