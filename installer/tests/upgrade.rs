@@ -6,7 +6,7 @@ mod support;
 
 use std::ffi::CString;
 use std::fs;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -27,17 +27,7 @@ const BPF_SK_MSG_VERDICT: u32 = 7;
 const BPF_MAP_TYPE_SOCKHASH: u32 = 18;
 const BPF_FUNC_GET_LOCAL_STORAGE: i32 = 81;
 
-fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<i64> {
-    // SAFETY: attr is a bpf_attr prefix of the size passed.
-    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, size_of::<T>()) };
-    if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(r) }
-}
-
-/// For the commands that return a new fd.
-fn sys_bpf_fd<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<OwnedFd> {
-    // SAFETY: the kernel returned a new fd we now own.
-    sys_bpf(cmd, attr).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
+use meshaccel_node::sys::{bpf as sys_bpf, bpf_fd as sys_bpf_fd};
 
 /// `struct bpf_insn`.
 #[repr(C)]
