@@ -232,7 +232,14 @@ fn clear_errors_for_what_the_node_lacks() {
     let (ok, err) = install(&node, &["--plugin-conf", r#"{"bpffsRoot": "/elsewhere"}"#]);
     assert!(!ok && err.contains("may not set bpffsRoot"), "{err}");
 
-    node.conf_from("flannel.conflist", "10-flannel.conflist");
+    // A conf the plugin would refuse at every ADD (code 7) never reaches the chain.
+    let flannel = node.conf_from("flannel.conflist", "10-flannel.conflist");
+    for typo in [r#"{"smc": {"enabeld": true}}"#, r#"{"log": {"levle": "debug"}}"#] {
+        let (ok, err) = install(&node, &["--plugin-conf", typo]);
+        assert!(!ok && err.contains("the plugin would refuse it"), "{typo}: {err}");
+        assert_eq!(fs::read(&flannel).unwrap(), fs::read(support::testdata("flannel.conflist")).unwrap(), "{typo}");
+    }
+
     let (ok, err) = install(&node, &[]);
     assert!(ok, "{err}");
     assert!(node.is_chained("10-flannel.conflist"));
