@@ -3,6 +3,7 @@
 //! record of it (`<stateDir>/<attachment>.json`). Used by ADD and by the installer's
 //! adoption of running pods, so both attach and record a pod the same way.
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -94,9 +95,13 @@ impl Feature for Sockmap {
         Ok(())
     }
 
+    /// This network's records, and the pinned links no record claims (whatever the
+    /// network: only a killed ADD or adoption leaves those, and nothing uses them).
     fn attachments(&self, conf: &PluginConf, network: &str) -> Result<Vec<AttachmentId>> {
         let all = records(&conf.state_dir).list().with_context(|| format!("read {}", conf.state_dir.display()))?;
-        Ok(all.into_iter().filter(|(_, r)| r.network == network).map(|(id, _)| id).collect())
+        let mut ids: Vec<AttachmentId> = all.into_iter().filter(|(_, r)| r.network == network).map(|(id, _)| id).collect();
+        ids.extend(orphans(conf, ORPHAN_GRACE)?);
+        Ok(ids)
     }
 
     fn ready(&self, conf: &PluginConf) -> Result<()> {
@@ -159,6 +164,27 @@ pub fn detach(conf: &PluginConf, id: &AttachmentId) -> Result<bool> {
     let had_link = bpf::detach_pod(&conf.pins(), id).context("unpin sock_ops link")?;
     records(&conf.state_dir).remove(id).context("remove attachment state")?;
     Ok(had_link)
+}
+
+/// How long a pinned link may go without a record before GC takes it: an ADD between its
+/// attach and its record (milliseconds, seconds on a crowded node) must never lose its link.
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(120);
+
+/// Pinned pod links without a record, unchanged for at least `grace`: what a plugin or
+/// installer killed between attach and record left behind.
+pub fn orphans(conf: &PluginConf, grace: Duration) -> Result<Vec<AttachmentId>> {
+    let pins = conf.pins();
+    let store = records(&conf.state_dir);
+    let mut out = Vec::new();
+    for id in bpf::list_pods(&pins)? {
+        let changed = std::fs::metadata(pins.pod_dir(&id)).and_then(|m| m.modified());
+        let old = changed.is_ok_and(|t| SystemTime::now().duration_since(t).is_ok_and(|age| age >= grace));
+        // An unreadable record still claims its link (GC skips it, CHECK reports it).
+        if old && matches!(store.load(&id), Ok(None)) {
+            out.push(id);
+        }
+    }
+    Ok(out)
 }
 
 /// Both halves of an attachment exist: the pinned link and the record.

@@ -287,6 +287,35 @@ fn gc_removes_only_this_networks_stale_attachments() {
     }
 }
 
+/// An ADD killed between attaching and recording leaves a pinned link no record claims.
+/// GC takes it once it is older than an ADD can take (so an ADD in flight keeps its link),
+/// whatever the network and whether or not the runtime still lists it as valid.
+#[test]
+fn gc_collects_links_that_a_killed_add_left_without_a_record() {
+    let node = TestNode::new().unwrap();
+    let (crashed, in_flight) = (bridged_pod(&node, "gc-crashed"), bridged_pod(&node, "gc-inflight"));
+    for pod in [&crashed, &in_flight] {
+        add(&node, pod);
+        // What the killed ADD had not done yet.
+        sockmap::records(node.state_dir()).remove(&attachment(pod)).unwrap();
+    }
+    let stamp = std::process::Command::new("touch")
+        .args(["-d", "1 hour ago"])
+        .arg(node.pins().pod_dir(&attachment(&crashed)))
+        .status()
+        .unwrap();
+    assert!(stamp.success());
+    let mut conf = node.meshaccel_conf();
+    conf["cni.dev/valid-attachments"] = json!([]);
+    let gc = NetworkList { cni_version: "1.1.0".into(), ..node.network(Chain::Accelerated).clone() };
+    ok(gc.call("GC", &conf, &RuntimeConf::default(), None).unwrap(), "GC");
+    assert_released(&node, &crashed);
+    let id = attachment(&in_flight);
+    assert!(bpf::pod_link(node.pins(), &id).unwrap().is_some(), "GC took the link of an ADD that may be in flight");
+    ok(call(&node, "DEL", &in_flight, None), "DEL");
+    assert!(bpf::list_pods(node.pins()).unwrap().is_empty());
+}
+
 /// A pod on two meshaccel networks (a second interface, as Multus adds one): both ADDs
 /// succeed, and the pod stays accelerated until its last attachment is deleted.
 #[test]
