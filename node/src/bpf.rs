@@ -18,6 +18,7 @@ use aya::EbpfLoader;
 use nix::sys::statfs::{statfs, BPF_FS_MAGIC};
 use meshaccel_common::{names, node, ConnKey, Counter, PodConfig};
 
+use crate::fault;
 use crate::files::{self, remove_if_exists};
 use crate::pins::{AttachmentId, Pins};
 use crate::sys;
@@ -86,6 +87,7 @@ fn load_and_pin(pins: &Pins) -> Result<()> {
         let map = ebpf.map(name).with_context(|| format!("map {name} missing from object"))?;
         map.pin(pins.map(name)).with_context(|| format!("pin map {name}"))?;
     }
+    fault::point(fault::LOAD_MAPS_PINNED);
 
 
     let socks = ebpf.take_map(names::MAP_SOCKS).context("map SOCKS")?;
@@ -230,7 +232,10 @@ pub fn attach_pod(pins: &Pins, id: &AttachmentId, cgroup: &Path, cfg: PodConfig)
     // the program reads as "not enabled".
     write_pod_config(pins, cgroup_id, cfg)?;
     fs::create_dir_all(pins.pod_dir(id))?;
-    for (pin, link) in [(pins.pod_sock_create_link(id), create_link), (pins.pod_link(id), link)] {
+    for (i, (pin, link)) in [(pins.pod_sock_create_link(id), create_link), (pins.pod_link(id), link)].into_iter().enumerate() {
+        if i == 1 {
+            fault::point(fault::ATTACH_ONE_LINK_PINNED);
+        }
         remove_if_exists(&pin)?;
         link.pin(&pin).with_context(|| format!("pin link {}", pin.display()))?;
     }

@@ -14,6 +14,7 @@ pub mod btf;
 pub mod cgroup;
 pub mod conf;
 pub mod cri;
+pub mod fault;
 pub mod feature;
 pub mod files;
 pub mod logging;

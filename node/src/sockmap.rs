@@ -12,6 +12,7 @@ use slog::{info, Logger};
 use crate::bpf;
 use crate::cgroup;
 use crate::conf::PluginConf;
+use crate::fault;
 use crate::feature::{Feature, Pod, SetupError};
 use crate::pins::AttachmentId;
 use crate::records::{Record, Store};
@@ -135,6 +136,7 @@ pub fn attach_recorded(pod: &Pod, log: &Logger) -> Result<SockmapRecord> {
     let result = bpf::attach_pod(&pins, pod.attachment, &cgroup, pod_config)
         .with_context(|| format!("attach sock_ops to {}", cgroup.display()))
         .and_then(|cgroup_id| {
+            fault::point(fault::ADD_ATTACHED);
             let record = SockmapRecord {
                 network: pod.network.to_string(),
                 container_id: pod.container_id.to_string(),
@@ -147,6 +149,7 @@ pub fn attach_recorded(pod: &Pod, log: &Logger) -> Result<SockmapRecord> {
                 sockmap: true,
             };
             records(&conf.state_dir).save(pod.attachment, &record).context("save attachment state")?;
+            fault::point(fault::ADD_RECORDED);
             Ok(record)
         });
     if result.is_err() {
@@ -162,6 +165,7 @@ pub fn attach_recorded(pod: &Pod, log: &Logger) -> Result<SockmapRecord> {
 /// under live traffic could reorder bytes in flight. Returns whether a link was pinned.
 pub fn detach(conf: &PluginConf, id: &AttachmentId) -> Result<bool> {
     let had_link = bpf::detach_pod(&conf.pins(), id).context("unpin sock_ops link")?;
+    fault::point(fault::DEL_UNPINNED);
     records(&conf.state_dir).remove(id).context("remove attachment state")?;
     Ok(had_link)
 }
