@@ -38,7 +38,9 @@ fn log_for(conf: &PluginConf, cmd: &'static str, inv: Option<&Invocation>) -> Lo
 
 fn prev_result(netconf: &NetConf, cmd: &str) -> Result<CNIResult, Error> {
     netconf.prev_result.clone().ok_or_else(|| {
-        Error::InvalidNetworkConfig(format!("meshaccel is a chained plugin: {cmd} needs a prevResult from the plugins before it"))
+        Error::InvalidNetworkConfig(format!(
+            "meshaccel is a chained plugin: {cmd} needs a prevResult from the plugins before it"
+        ))
     })
 }
 

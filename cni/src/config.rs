@@ -76,7 +76,8 @@ impl Invocation {
         let conf = plugin_conf(args.config())?;
         let container_id = args.container_id().map(|c| c.to_string()).unwrap_or_default();
         let ifname = args.ifname().map(|i| i.to_string()).unwrap_or_default();
-        let attachment = AttachmentId::new(&container_id, &ifname).map_err(|e| Error::InvalidEnvValue(e.to_string()))?;
+        let attachment =
+            AttachmentId::new(&container_id, &ifname).map_err(|e| Error::InvalidEnvValue(e.to_string()))?;
         Ok(Self {
             network: args.config().name.clone(),
             conf,

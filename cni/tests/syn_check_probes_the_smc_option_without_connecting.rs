@@ -64,8 +64,9 @@ impl Path {
             .args(["--timeout", timeout, "--json"])
             .output()
             .unwrap();
-        let report = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+        let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("{e}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        });
         (out.status.success(), report)
     }
 }
@@ -166,6 +167,10 @@ fn bad_target_is_an_error() {
     for bad in ["10.66.0.2", "10.66.0.2:99999", "10.66.0.2:http"] {
         let out = Command::new(env!("CARGO_BIN_EXE_meshaccel")).args(["doctor", "--syn-check", bad]).output().unwrap();
         assert!(!out.status.success(), "{bad}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("--syn-check"), "{bad}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--syn-check"),
+            "{bad}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -37,7 +37,10 @@ pub struct AdoptConfig {
 /// What adoption did with one sandbox.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Adopted { cgroup: PathBuf, cgroup_id: u64 },
+    Adopted {
+        cgroup: PathBuf,
+        cgroup_id: u64,
+    },
     /// The plugin (or an earlier adoption) already attached it.
     AlreadyAttached,
     NotReady,
@@ -78,7 +81,11 @@ pub fn adopt(sandboxes: &[Sandbox], cfg: &AdoptConfig, log: &Logger) -> Result<V
 /// A pod stopped while it was being adopted may have had its DELs before its record was
 /// written, and nothing would remove it then; so each adopted sandbox is checked again, and
 /// released if it is no longer ready (the runtime marks it so before the DEL).
-pub fn adopt_running_pods(cri: &mut meshaccel_node::cri::Cri, cfg: &AdoptConfig, log: &Logger) -> Result<Vec<Adoption>> {
+pub fn adopt_running_pods(
+    cri: &mut meshaccel_node::cri::Cri,
+    cfg: &AdoptConfig,
+    log: &Logger,
+) -> Result<Vec<Adoption>> {
     let sandboxes = cri.sandboxes().context("list pod sandboxes")?;
     let mut adoptions = adopt(&sandboxes, cfg, log)?;
     for a in adoptions.iter_mut().filter(|a| matches!(a.outcome, Outcome::Adopted { .. })) {
@@ -113,9 +120,10 @@ fn adopt_one(sb: &Sandbox, cfg: &AdoptConfig, log: &Logger) -> Outcome {
         return Outcome::OptedOut;
     }
     // The UID names the cgroup directory: checked as the plugin checks K8S_POD_UID.
-    let id = match check_pod_uid(&sb.uid).map_err(|e| e.to_string()).and_then(|()| {
-        AttachmentId::new(&sb.id, &cfg.ifname).map_err(|e| e.to_string())
-    }) {
+    let id = match check_pod_uid(&sb.uid)
+        .map_err(|e| e.to_string())
+        .and_then(|()| AttachmentId::new(&sb.id, &cfg.ifname).map_err(|e| e.to_string()))
+    {
         Ok(id) => id,
         Err(why) => return Outcome::Failed(why),
     };

@@ -15,7 +15,9 @@ use meshaccel_node::files;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("no CNI network configuration (*.conf, *.conflist, *.json) in {0}; waiting for the primary CNI to write one")]
+    #[error(
+        "no CNI network configuration (*.conf, *.conflist, *.json) in {0}; waiting for the primary CNI to write one"
+    )]
     NoConfig(PathBuf),
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
@@ -37,7 +39,9 @@ pub enum Change {
     None,
     Rewrote,
     /// A `.conf`/`.json` replaced by the `.conflist` in [`Chained::path`].
-    Converted { from: PathBuf },
+    Converted {
+        from: PathBuf,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,7 +83,8 @@ fn read(path: &Path) -> Result<(Map<String, Value>, Format, u32), Error> {
 }
 
 fn write(path: &Path, list: &Map<String, Value>, mode: u32) -> Result<(), Error> {
-    files::write_atomic(path, &conflist::render(list), mode).map_err(|source| Error::Write { path: path.into(), source })
+    files::write_atomic(path, &conflist::render(list), mode)
+        .map_err(|source| Error::Write { path: path.into(), source })
 }
 
 fn network(list: &Map<String, Value>) -> String {

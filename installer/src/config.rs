@@ -84,9 +84,25 @@ macro_rules! overlay {
 impl Layer {
     /// `self` wins where it has a value.
     fn over(self, lo: Layer) -> Layer {
-        overlay!(self, lo, cni_bin_dirs, cni_conf_dir, plugin_binary, bpffs_root, mount_bpffs, plugin_conf, listen,
-            ready_file, cri_socket, adopt, cleanup_conflist_on_exit, cleanup_binary_on_exit, resync_seconds,
-            log_level, pod_uid)
+        overlay!(
+            self,
+            lo,
+            cni_bin_dirs,
+            cni_conf_dir,
+            plugin_binary,
+            bpffs_root,
+            mount_bpffs,
+            plugin_conf,
+            listen,
+            ready_file,
+            cri_socket,
+            adopt,
+            cleanup_conflist_on_exit,
+            cleanup_binary_on_exit,
+            resync_seconds,
+            log_level,
+            pod_uid
+        )
     }
 
     pub fn from_file(path: &Path) -> Result<Layer> {
@@ -147,14 +163,16 @@ impl Config {
             cleanup_conflist_on_exit: l.cleanup_conflist_on_exit.unwrap_or(true),
             cleanup_binary_on_exit: l.cleanup_binary_on_exit.unwrap_or(false),
             resync: Duration::from_secs(l.resync_seconds.unwrap_or(60).max(1)),
-            log_level: meshaccel_node::logging::parse_level(&level)
-                .with_context(|| format!("log level {level:?} is not one of critical, error, warning, info, debug, trace"))?,
+            log_level: meshaccel_node::logging::parse_level(&level).with_context(|| {
+                format!("log level {level:?} is not one of critical, error, warning, info, debug, trace")
+            })?,
             pod_uid: l.pod_uid.unwrap_or_default(),
         };
         if cfg.cni_bin_dirs.is_empty() {
             bail!("cniBinDirs is empty");
         }
-        for p in cfg.cni_bin_dirs.iter().chain([&cfg.cni_conf_dir, &cfg.plugin_binary, &cfg.pins.root().to_path_buf()]) {
+        for p in cfg.cni_bin_dirs.iter().chain([&cfg.cni_conf_dir, &cfg.plugin_binary, &cfg.pins.root().to_path_buf()])
+        {
             if !p.is_absolute() {
                 bail!("{} must be an absolute path", p.display());
             }
@@ -217,7 +235,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("meshaccel-cfg-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let file = dir.join("config.yaml");
-        fs::write(&file, "cniConfDir: /file/net.d\ncniBinDirs: [/file/bin]\npluginConf:\n  sockmap: {enabled: false}\n").unwrap();
+        fs::write(
+            &file,
+            "cniConfDir: /file/net.d\ncniBinDirs: [/file/bin]\npluginConf:\n  sockmap: {enabled: false}\n",
+        )
+        .unwrap();
         let cli = Layer { cni_conf_dir: Some("/flag/net.d".into()), ..Default::default() };
         let c = Config::resolve(cli, Some(&file)).unwrap();
         assert_eq!(c.cni_conf_dir, Path::new("/flag/net.d"));
@@ -264,7 +286,8 @@ mod tests {
             let e = Config::resolve(with_conf(bad.clone()), None).unwrap_err();
             assert!(format!("{e:#}").contains("the plugin would refuse it"), "{bad}: {e:#}");
         }
-        let ok = Config::resolve(with_conf(json!({"smc": {"enabled": true}, "failurePolicy": "closed"})), None).unwrap();
+        let ok =
+            Config::resolve(with_conf(json!({"smc": {"enabled": true}, "failurePolicy": "closed"})), None).unwrap();
         assert!(ok.plugin.smc.enabled);
     }
 }

@@ -119,10 +119,9 @@ fn check_list(list: &Map<String, Value>) -> Result<(), Error> {
     match list.get("cniVersion") {
         None => Ok(()),
         Some(Value::String(v)) if SUPPORTED_VERSIONS.contains(&v.as_str()) => Ok(()),
-        Some(v) => invalid(format!(
-            "cniVersion {v} cannot chain meshaccel (supported: {})",
-            SUPPORTED_VERSIONS.join(", ")
-        )),
+        Some(v) => {
+            invalid(format!("cniVersion {v} cannot chain meshaccel (supported: {})", SUPPORTED_VERSIONS.join(", ")))
+        }
     }
 }
 
@@ -198,7 +197,8 @@ mod tests {
     #[test]
     fn chain_is_idempotent_and_unchain_restores() {
         let e = entry(&Map::new()).unwrap();
-        let orig = obj(json!({"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "bridge"}, {"type": "portmap"}]}));
+        let orig =
+            obj(json!({"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "bridge"}, {"type": "portmap"}]}));
         let mut l = orig.clone();
         assert!(chain(&mut l, &e));
         assert!(is_chained(&l, &e));

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use meshaccel_installer::adopt::{self, AdoptConfig, Outcome};
-use meshaccel_installer::confdir::{self, Change, Chained};
+use meshaccel_installer::confdir::{self, Chained, Change};
 use meshaccel_node::bpf::{self, Loaded};
 use meshaccel_node::cri::Cri;
 use meshaccel_node::files;
@@ -130,10 +130,13 @@ impl Installer {
 
     /// Attaches the pods that were running before the chain included us.
     fn adopt(&self, network: &str) {
-        let acfg =
-            AdoptConfig { network: network.to_string(), ifname: adopt::DEFAULT_IFNAME.into(), conf: self.cfg.plugin.clone() };
-        let result =
-            Cri::connect(&self.cfg.cri_socket).and_then(|mut cri| adopt::adopt_running_pods(&mut cri, &acfg, &self.log));
+        let acfg = AdoptConfig {
+            network: network.to_string(),
+            ifname: adopt::DEFAULT_IFNAME.into(),
+            conf: self.cfg.plugin.clone(),
+        };
+        let result = Cri::connect(&self.cfg.cri_socket)
+            .and_then(|mut cri| adopt::adopt_running_pods(&mut cri, &acfg, &self.log));
         match result {
             Ok(adoptions) => {
                 let mut n = 0;

@@ -26,7 +26,12 @@ enum Verb {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "meshaccel-installer", version, args_override_self = true, about = "Chains the meshaccel CNI plugin into the node's primary CNI and keeps it there")]
+#[command(
+    name = "meshaccel-installer",
+    version,
+    args_override_self = true,
+    about = "Chains the meshaccel CNI plugin into the node's primary CNI and keeps it there"
+)]
 struct Cli {
     #[arg(value_enum, default_value = "run")]
     verb: Verb,

@@ -94,18 +94,48 @@ impl Status {
             }
         };
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        metric("meshaccel_installer_ready", "gauge", "1 while meshaccel is chained last in the primary CNI configuration.", &[("", self.ready().is_ok() as u64)]);
-        metric("meshaccel_installer_installs_total", "counter", "Completed installs (chain, plugin binary, BPF programs).", &[("", get(&self.installs))]);
+        metric(
+            "meshaccel_installer_ready",
+            "gauge",
+            "1 while meshaccel is chained last in the primary CNI configuration.",
+            &[("", self.ready().is_ok() as u64)],
+        );
+        metric(
+            "meshaccel_installer_installs_total",
+            "counter",
+            "Completed installs (chain, plugin binary, BPF programs).",
+            &[("", get(&self.installs))],
+        );
         let repairs: Vec<(String, u64)> = Repair::ALL
             .iter()
             .map(|r| (format!("{{what=\"{}\"}}", r.label()), get(&self.repairs[*r as usize])))
             .collect();
         let repairs: Vec<(&str, u64)> = repairs.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-        metric("meshaccel_installer_repairs_total", "counter", "Drift put back after the install, by what had drifted.", &repairs);
-        metric("meshaccel_installer_reconcile_errors_total", "counter", "Reconciles that failed (see the logs).", &[("", get(&self.reconcile_errors))]);
-        metric("meshaccel_installer_adopted_pods_total", "counter", "Running pods attached at start-up.", &[("", get(&self.adopted))]);
+        metric(
+            "meshaccel_installer_repairs_total",
+            "counter",
+            "Drift put back after the install, by what had drifted.",
+            &repairs,
+        );
+        metric(
+            "meshaccel_installer_reconcile_errors_total",
+            "counter",
+            "Reconciles that failed (see the logs).",
+            &[("", get(&self.reconcile_errors))],
+        );
+        metric(
+            "meshaccel_installer_adopted_pods_total",
+            "counter",
+            "Running pods attached at start-up.",
+            &[("", get(&self.adopted))],
+        );
         if let Ok(pods) = bpf::list_pods(&self.pins) {
-            metric("meshaccel_accelerated_pods", "gauge", "Pod attachments with a pinned sock_ops link.", &[("", pods.len() as u64)]);
+            metric(
+                "meshaccel_accelerated_pods",
+                "gauge",
+                "Pod attachments with a pinned sock_ops link.",
+                &[("", pods.len() as u64)],
+            );
         }
         if let Ok(counters) = bpf::read_counters(&self.pins) {
             for (c, v) in counters {

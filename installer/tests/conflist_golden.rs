@@ -117,7 +117,10 @@ fn after_istio_cni() {
 #[test]
 fn already_chained_is_left_byte_for_byte() {
     golden_case("chained.conflist", Change::None);
-    assert_eq!(fs::read(testdata().join("chained.golden")).unwrap(), fs::read(testdata().join("chained.conflist")).unwrap());
+    assert_eq!(
+        fs::read(testdata().join("chained.golden")).unwrap(),
+        fs::read(testdata().join("chained.conflist")).unwrap()
+    );
 }
 
 #[test]

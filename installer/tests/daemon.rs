@@ -103,7 +103,8 @@ fn sigterm_removes_the_entry_and_keeps_pods_accelerated() {
     let (status, logs) = d.stop(Signal::SIGTERM);
     assert!(status.success(), "{status}: {logs}");
     assert!(!node.has_entry("10-istio.conflist"), "entry removed");
-    let types: Vec<_> = node.read_list("10-istio.conflist")["plugins"].as_array().unwrap().iter().map(|p| p["type"].clone()).collect();
+    let types: Vec<_> =
+        node.read_list("10-istio.conflist")["plugins"].as_array().unwrap().iter().map(|p| p["type"].clone()).collect();
     assert_eq!(types, ["calico", "portmap", "istio-cni"], "other plugins kept in order");
     assert!(!node.ready_file.exists());
     assert_eq!(node.installed_plugin().as_deref(), Some(PLUGIN), "binary kept by default");

@@ -117,7 +117,10 @@ fn daemonset_runs_privileged_on_every_node_before_the_network() {
     let ds = daemonset();
     let spec = pod_spec();
     assert_eq!(ds["spec"]["updateStrategy"]["type"], "RollingUpdate");
-    assert_eq!(ds["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"], ds["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]);
+    assert_eq!(
+        ds["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"],
+        ds["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+    );
     assert_eq!(spec["priorityClassName"], "system-node-critical");
     assert_eq!(spec["hostNetwork"], true);
     assert!(
@@ -127,7 +130,9 @@ fn daemonset_runs_privileged_on_every_node_before_the_network() {
     let c = container();
     assert_eq!(c["securityContext"]["privileged"], true);
     let env = c["env"].as_array().unwrap();
-    assert!(env.iter().any(|e| e["name"] == "MESHACCEL_POD_UID" && e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.uid"));
+    assert!(env
+        .iter()
+        .any(|e| e["name"] == "MESHACCEL_POD_UID" && e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.uid"));
 }
 
 #[test]
@@ -195,7 +200,8 @@ fn host_paths_are_mounted_where_the_config_looks() {
 
     // The config file comes from the ConfigMap.
     let env = container()["env"].clone();
-    let config_path = env.as_array().unwrap().iter().find(|e| e["name"] == "MESHACCEL_CONFIG").unwrap()["value"].clone();
+    let config_path =
+        env.as_array().unwrap().iter().find(|e| e["name"] == "MESHACCEL_CONFIG").unwrap()["value"].clone();
     let m = container()["volumeMounts"]
         .as_array()
         .unwrap()

@@ -48,14 +48,17 @@ const fn insn(code: u8, dst: u8, src: u8, imm: i32) -> Insn {
 fn load_old_sockops(pins: &Pins) -> OwnedFd {
     let map = MapData::from_pin(pins.map(names::MAP_POD_CONFIG)).unwrap();
     let map = map.fd().as_fd().as_raw_fd();
-    load(BPF_PROG_TYPE_SOCK_OPS, &[
-        insn(0x18, 1, 1, map), // ld_imm64 r1, map fd (BPF_PSEUDO_MAP_FD)
-        insn(0, 0, 0, 0),
-        insn(0xb7, 2, 0, 0), // mov r2, 0
-        insn(0x85, 0, 0, BPF_FUNC_GET_LOCAL_STORAGE),
-        insn(0xb7, 0, 0, 1), // mov r0, 1
-        insn(0x95, 0, 0, 0), // exit
-    ])
+    load(
+        BPF_PROG_TYPE_SOCK_OPS,
+        &[
+            insn(0x18, 1, 1, map), // ld_imm64 r1, map fd (BPF_PSEUDO_MAP_FD)
+            insn(0, 0, 0, 0),
+            insn(0xb7, 2, 0, 0), // mov r2, 0
+            insn(0x85, 0, 0, BPF_FUNC_GET_LOCAL_STORAGE),
+            insn(0xb7, 0, 0, 1), // mov r0, 1
+            insn(0x95, 0, 0, 0), // exit
+        ],
+    )
 }
 
 /// `r0 = SK_PASS; exit`: an sk_msg program that differs from ours.
@@ -193,10 +196,7 @@ fn swaps_programs_in_place_keeping_links_storage_and_sockhash() {
     assert_ne!(prog_id(&pins.skmsg()), old_skmsg_id);
     assert_eq!(skmsg_attached(pins), vec![prog_id(&pins.skmsg())], "this version's sk_msg on the same sockhash");
     let leftovers: Vec<_> = fs::read_dir(pins.progs_dir()).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert!(
-        leftovers.iter().all(|n| !n.to_string_lossy().ends_with("_new")),
-        "no temporary pins left: {leftovers:?}"
-    );
+    assert!(leftovers.iter().all(|n| !n.to_string_lossy().ends_with("_new")), "no temporary pins left: {leftovers:?}");
 
     assert_eq!(bpf::ensure_current(pins).unwrap(), Loaded::Current);
     assert_eq!(bpf::relink_pods(pins).unwrap(), 0);

@@ -8,15 +8,15 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use aya::maps::{Array, Map, MapData, PerCpuArray, SockHash};
 #[allow(deprecated)]
 use aya::maps::{CgroupStorage, CgroupStorageKey};
-use aya::maps::{Array, Map, MapData, PerCpuArray, SockHash};
 use aya::programs::links::FdLink;
 use aya::programs::{CgroupAttachMode, CgroupSock, CgroupSockAttachType, FExit, ProgramInfo, SkMsg, SockOps};
 use aya::Btf;
 use aya::EbpfLoader;
-use nix::sys::statfs::{statfs, BPF_FS_MAGIC};
 use meshaccel_common::{names, node, ConnKey, Counter, PodConfig};
+use nix::sys::statfs::{statfs, BPF_FS_MAGIC};
 
 use crate::fault;
 use crate::files::{self, remove_if_exists};
@@ -89,7 +89,6 @@ fn load_and_pin(pins: &Pins) -> Result<()> {
     }
     fault::point(fault::LOAD_MAPS_PINNED);
 
-
     let socks = ebpf.take_map(names::MAP_SOCKS).context("map SOCKS")?;
     let socks: SockHash<MapData, ConnKey> = socks.try_into().context("SOCKS is not a sockhash")?;
     let skmsg: &mut SkMsg = program(&mut ebpf, names::PROG_SKMSG)?;
@@ -126,8 +125,7 @@ fn load_and_pin(pins: &Pins) -> Result<()> {
 fn load_consumed_prog(ebpf: &mut aya::Ebpf) -> Result<&mut FExit> {
     let btf = Btf::from_sys_fs().context("kernel BTF (/sys/kernel/btf/vmlinux) is needed for fexit")?;
     let prog: &mut FExit = program(ebpf, names::PROG_CONSUMED)?;
-    prog.load(names::CONSUMED_HOOK, &btf)
-        .with_context(|| format!("load fexit program on {}", names::CONSUMED_HOOK))?;
+    prog.load(names::CONSUMED_HOOK, &btf).with_context(|| format!("load fexit program on {}", names::CONSUMED_HOOK))?;
     Ok(prog)
 }
 
@@ -165,7 +163,11 @@ fn write_node(map: &mut Map, accounting: bool) -> Result<()> {
     node.set(node::ACCOUNTING, u32::from(accounting), 0).context("write accounting flag")?;
     // Without the layout the programs count every end as blocking: the node runs plain TCP.
     let layout = crate::btf::Layout::of_running_kernel()?;
-    for (slot, off) in [(node::SK_SOCKET, layout.sk_socket), (node::SOCKET_FILE, layout.socket_file), (node::FILE_FLAGS, layout.file_flags)] {
+    for (slot, off) in [
+        (node::SK_SOCKET, layout.sk_socket),
+        (node::SOCKET_FILE, layout.socket_file),
+        (node::FILE_FLAGS, layout.file_flags),
+    ] {
         node.set(slot, off, 0).context("write kernel layout")?;
     }
     node.set(node::LAYOUT_KNOWN, 1, 0).context("write kernel layout")
@@ -183,7 +185,6 @@ where
     let p = ebpf.program_mut(name).with_context(|| format!("program {name} missing from object"))?;
     p.try_into().with_context(|| format!("program {name} has an unexpected type"))
 }
-
 
 fn remove_dir_if_exists(path: &Path) -> io::Result<()> {
     match fs::remove_dir(path) {
@@ -232,7 +233,9 @@ pub fn attach_pod(pins: &Pins, id: &AttachmentId, cgroup: &Path, cfg: PodConfig)
     // the program reads as "not enabled".
     write_pod_config(pins, cgroup_id, cfg)?;
     fs::create_dir_all(pins.pod_dir(id))?;
-    for (i, (pin, link)) in [(pins.pod_sock_create_link(id), create_link), (pins.pod_link(id), link)].into_iter().enumerate() {
+    for (i, (pin, link)) in
+        [(pins.pod_sock_create_link(id), create_link), (pins.pod_link(id), link)].into_iter().enumerate()
+    {
         if i == 1 {
             fault::point(fault::ATTACH_ONE_LINK_PINNED);
         }
@@ -304,10 +307,7 @@ pub fn list_pods(pins: &Pins) -> Result<Vec<AttachmentId>> {
 pub fn read_counters(pins: &Pins) -> Result<Vec<(Counter, u64)>> {
     let map = open_map(pins, names::MAP_COUNTERS)?;
     let counters: PerCpuArray<MapData, u64> = map.try_into()?;
-    Counter::ALL
-        .iter()
-        .map(|&c| Ok((c, counters.get(&(c as u32), 0)?.iter().sum())))
-        .collect()
+    Counter::ALL.iter().map(|&c| Ok((c, counters.get(&(c as u32), 0)?.iter().sum()))).collect()
 }
 
 /// Removes every pin: pod links (detaching them), programs, maps and directories.
@@ -327,7 +327,9 @@ pub fn unload_all(pins: &Pins) -> Result<()> {
     // What other parts pinned under the root (the SMC conversion under `smc/`): unpinning
     // detaches it too, which is what removing everything means.
     match fs::remove_dir_all(pins.root()) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e).with_context(|| format!("remove {}", pins.root().display())),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("remove {}", pins.root().display()))
+        }
         _ => Ok(()),
     }
 }
@@ -437,7 +439,8 @@ fn check_pinned_maps(pins: &Pins) -> Result<()> {
         }
         let def = obj.maps.get(name).with_context(|| format!("map {name} missing from object"))?;
         let info = aya::maps::MapInfo::from_pin(&path).with_context(|| format!("open {}", path.display()))?;
-        let pinned = (info.map_type()? as u32, info.key_size(), info.value_size(), info.max_entries(), info.map_flags());
+        let pinned =
+            (info.map_type()? as u32, info.key_size(), info.value_size(), info.max_entries(), info.map_flags());
         let wanted = (def.map_type(), def.key_size(), def.value_size(), def.max_entries(), def.map_flags());
         if pinned != wanted {
             bail!(

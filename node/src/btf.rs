@@ -38,8 +38,10 @@ impl KernelBtf {
     /// Byte offset of `member` in `struct strukt`, looking into anonymous structs and unions.
     pub fn member_offset(&self, strukt: &str, member: &str) -> Result<u32> {
         let btf = &self.0;
-        let types =
-            btf.resolve_types_by_name(strukt).map_err(|e| anyhow!("{e}")).with_context(|| format!("struct {strukt}"))?;
+        let types = btf
+            .resolve_types_by_name(strukt)
+            .map_err(|e| anyhow!("{e}"))
+            .with_context(|| format!("struct {strukt}"))?;
         let Some(Type::Struct(s)) = types.into_iter().find(|t| matches!(t, Type::Struct(_))) else {
             bail!("kernel BTF has no struct {strukt}");
         };

@@ -4,14 +4,10 @@
 //! but kubelet has already created the pod cgroup, so the UID is the only handle we have.
 use std::path::{Path, PathBuf};
 
-
 /// The cgroup v2 mount: `/sys/fs/cgroup/unified` on hybrid hosts, `/sys/fs/cgroup` on
 /// unified ones.
 pub fn default_root() -> Option<PathBuf> {
-    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| is_cgroup2(p))
+    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"].into_iter().map(PathBuf::from).find(|p| is_cgroup2(p))
 }
 
 pub fn is_cgroup2(p: &Path) -> bool {
@@ -27,11 +23,7 @@ pub fn candidates(uid: &str) -> Vec<PathBuf> {
     let mut v = Vec::with_capacity(6);
     for qos in ["", "burstable", "besteffort"] {
         let (cgfs, slice_dir, slice) = if qos.is_empty() {
-            (
-                format!("kubepods/pod{uid}"),
-                "kubepods.slice".to_string(),
-                format!("kubepods-pod{systemd_uid}.slice"),
-            )
+            (format!("kubepods/pod{uid}"), "kubepods.slice".to_string(), format!("kubepods-pod{systemd_uid}.slice"))
         } else {
             (
                 format!("kubepods/{qos}/pod{uid}"),

@@ -77,10 +77,10 @@ mod client {
     use std::time::Duration;
 
     use anyhow::{Context, Result};
-    use hyper_util::rt::TokioIo;
-    use k8s_cri::v1 as api;
     use api::image_service_client::ImageServiceClient;
     use api::runtime_service_client::RuntimeServiceClient;
+    use hyper_util::rt::TokioIo;
+    use k8s_cri::v1 as api;
     use tokio::net::UnixStream;
     use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -103,9 +103,8 @@ mod client {
                 .context("start the CRI client's runtime")?;
             let path: PathBuf = socket.to_path_buf();
             // The URI is a placeholder: the connector ignores it and dials the socket.
-            let endpoint = Endpoint::from_static("http://[::]:0")
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(CALL_TIMEOUT);
+            let endpoint =
+                Endpoint::from_static("http://[::]:0").connect_timeout(Duration::from_secs(5)).timeout(CALL_TIMEOUT);
             let channel = rt
                 .block_on(endpoint.connect_with_connector(tower::service_fn(move |_: Uri| {
                     let path = path.clone();

@@ -156,7 +156,9 @@ impl<'a> Driver<'a> {
             .rev()
             .map(|f| match f.tear_down(conf, id) {
                 Ok(had) => Ok((f.name(), had)),
-                Err(e) => Err(Failure::new(codes::TEARDOWN_FAILED, format!("meshaccel: {} teardown failed", f.name()), &e)),
+                Err(e) => {
+                    Err(Failure::new(codes::TEARDOWN_FAILED, format!("meshaccel: {} teardown failed", f.name()), &e))
+                }
             })
             .collect()
     }
@@ -164,13 +166,10 @@ impl<'a> Driver<'a> {
     /// CHECK: each feature is set up exactly when the pod should have it (or ADD fell back
     /// under `failurePolicy: open`), and what is set up is still right.
     pub fn check(&self, pod: &Pod, log: &Logger) -> Result<(), Failure> {
-        self.features
-            .iter()
-            .try_for_each(|f| self.check_one(*f, pod, log))
-            .map_err(|e| {
-                warn!(log, "check failed"; "error" => format!("{e:#}"));
-                Failure::new(codes::CHECK_FAILED, "meshaccel: check failed", &e)
-            })
+        self.features.iter().try_for_each(|f| self.check_one(*f, pod, log)).map_err(|e| {
+            warn!(log, "check failed"; "error" => format!("{e:#}"));
+            Failure::new(codes::CHECK_FAILED, "meshaccel: check failed", &e)
+        })
     }
 
     fn check_one(&self, f: &dyn Feature, pod: &Pod, log: &Logger) -> anyhow::Result<()> {
@@ -182,14 +181,22 @@ impl<'a> Driver<'a> {
                 info!(log, "{name} not set up for this pod (ADD fell back to plain TCP)");
                 Ok(())
             }
-            (true, false) => anyhow::bail!("{name} should be on for this pod but it has no attachment (ADD did not set it up)"),
+            (true, false) => {
+                anyhow::bail!("{name} should be on for this pod but it has no attachment (ADD did not set it up)")
+            }
             (true, true) => f.verify(pod),
         }
     }
 
     /// GC: this network's attachments that are not `valid`. The spec asks GC to carry on
     /// past one that cannot be removed; the next GC retries it.
-    pub fn gc(&self, conf: &PluginConf, network: &str, valid: &HashSet<AttachmentId>, log: &Logger) -> Result<(), Failure> {
+    pub fn gc(
+        &self,
+        conf: &PluginConf,
+        network: &str,
+        valid: &HashSet<AttachmentId>,
+        log: &Logger,
+    ) -> Result<(), Failure> {
         for f in self.features.iter().rev() {
             let ids = f
                 .attachments(conf, network)
@@ -214,7 +221,13 @@ impl<'a> Driver<'a> {
                 Err(e) if conf.failure_policy == FailurePolicy::Open => {
                     warn!(log, "{} cannot be set up; pods will run on plain TCP", f.name(); "error" => format!("{e:#}"));
                 }
-                Err(e) => return Err(Failure::new(codes::NOT_AVAILABLE, "", &e.context(format!("meshaccel: {} not available", f.name())))),
+                Err(e) => {
+                    return Err(Failure::new(
+                        codes::NOT_AVAILABLE,
+                        "",
+                        &e.context(format!("meshaccel: {} not available", f.name())),
+                    ))
+                }
             }
         }
         Ok(())

@@ -53,4 +53,3 @@ pub fn logger(component: &'static str, file: &str, level: Level) -> Logger {
         None => Logger::root(stderr, base),
     }
 }
-

@@ -41,7 +41,8 @@ pub struct RuleConf {
 fn parse_cidr(s: &str) -> Result<(u32, u32), String> {
     let (addr, len) = s.split_once('/').ok_or_else(|| format!("cidr {s:?}: expected a.b.c.d/len"))?;
     let addr: Ipv4Addr = addr.parse().map_err(|_| format!("cidr {s:?}: {addr:?} is not an IPv4 address"))?;
-    let len: u32 = len.parse().ok().filter(|l| *l <= 32).ok_or_else(|| format!("cidr {s:?}: prefix length must be 0..=32"))?;
+    let len: u32 =
+        len.parse().ok().filter(|l| *l <= 32).ok_or_else(|| format!("cidr {s:?}: prefix length must be 0..=32"))?;
     let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
     let net = u32::from(addr);
     if net & !mask != 0 {
@@ -150,7 +151,11 @@ mod tests {
     }
 
     fn input(peer: [u8; 4], port: u16, uid: Option<u32>) -> RuleInput {
-        RuleInput { peer_ip4: u32::from(Ipv4Addr::from(peer)).to_be(), server_port: port, owner: uid.map(|uid| Owner { uid, gid: 0 }) }
+        RuleInput {
+            peer_ip4: u32::from(Ipv4Addr::from(peer)).to_be(),
+            server_port: port,
+            owner: uid.map(|uid| Owner { uid, gid: 0 }),
+        }
     }
 
     #[test]
@@ -187,7 +192,9 @@ mod tests {
         }
         assert!(rules(serde_json::json!([{"action": "drop"}])).is_err(), "unknown action");
         assert!(rules(serde_json::json!([{"cidrr": "10.0.0.0/8", "action": "accept"}])).is_err(), "typo");
-        let many: Vec<RuleConf> = (0..=MAX_RULES).map(|_| RuleConf { cidr: None, ports: None, uid: None, gid: None, action: Action::Accept }).collect();
+        let many: Vec<RuleConf> = (0..=MAX_RULES)
+            .map(|_| RuleConf { cidr: None, ports: None, uid: None, gid: None, action: Action::Accept })
+            .collect();
         assert!(pod_config(&many, Action::Accept).unwrap_err().contains("at most"));
     }
 }

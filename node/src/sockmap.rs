@@ -78,7 +78,12 @@ impl Feature for Sockmap {
         let pins = conf.pins();
         let link = bpf::pod_link(&pins, pod.attachment)?.context("sock_ops link is not pinned")?;
         let live_id = bpf::cgroup_id(&st.cgroup)?;
-        ensure!(live_id == st.cgroup_id, "{} was recreated (id {live_id}, attached to {})", st.cgroup.display(), st.cgroup_id);
+        ensure!(
+            live_id == st.cgroup_id,
+            "{} was recreated (id {live_id}, attached to {})",
+            st.cgroup.display(),
+            st.cgroup_id
+        );
         ensure!(link.cgroup_id == st.cgroup_id, "link is attached to cgroup {}, not {}", link.cgroup_id, st.cgroup_id);
         let prog = bpf::sockops_prog_id(&pins)?;
         ensure!(link.prog_id == prog, "link runs program {}, the pinned sock_ops is {prog}", link.prog_id);
@@ -100,7 +105,8 @@ impl Feature for Sockmap {
     /// network: only a killed ADD or adoption leaves those, and nothing uses them).
     fn attachments(&self, conf: &PluginConf, network: &str) -> Result<Vec<AttachmentId>> {
         let all = records(&conf.state_dir).list().with_context(|| format!("read {}", conf.state_dir.display()))?;
-        let mut ids: Vec<AttachmentId> = all.into_iter().filter(|(_, r)| r.network == network).map(|(id, _)| id).collect();
+        let mut ids: Vec<AttachmentId> =
+            all.into_iter().filter(|(_, r)| r.network == network).map(|(id, _)| id).collect();
         ids.extend(orphans(conf, ORPHAN_GRACE)?);
         Ok(ids)
     }
@@ -126,7 +132,8 @@ pub fn attach_recorded(pod: &Pod, log: &Logger) -> Result<SockmapRecord> {
     let conf = pod.conf;
     let uid = pod.identity.uid.as_deref().context("CNI_ARGS has no K8S_POD_UID: cannot find the pod's cgroup")?;
     let root = cgroup_root(conf)?;
-    let cgroup = cgroup::find_pod(&root, uid).with_context(|| format!("no cgroup for pod {uid} under {}", root.display()))?;
+    let cgroup =
+        cgroup::find_pod(&root, uid).with_context(|| format!("no cgroup for pod {uid} under {}", root.display()))?;
     let pins = conf.pins();
     if bpf::ensure_loaded(&pins)? {
         info!(log, "loaded and pinned the BPF programs"; "root" => %pins.root().display());

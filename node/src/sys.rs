@@ -56,7 +56,11 @@ struct InfoAttr {
 pub fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<i64> {
     // SAFETY: attr is a fully initialised bpf_attr prefix of the size passed.
     let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, size_of::<T>()) };
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
 }
 
 /// [`bpf`] for the commands that return a new fd.

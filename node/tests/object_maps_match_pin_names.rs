@@ -37,10 +37,9 @@ fn the_named_programs_are_in_the_object_with_their_hooks() {
         let hook_ok = match name {
             names::PROG_SOCKOPS => matches!(prog.section, ProgramSection::SockOps),
             names::PROG_SKMSG => matches!(prog.section, ProgramSection::SkMsg),
-            names::PROG_SOCK_CREATE => matches!(
-                prog.section,
-                ProgramSection::CgroupSock { attach_type: CgroupSockAttachType::SockCreate }
-            ),
+            names::PROG_SOCK_CREATE => {
+                matches!(prog.section, ProgramSection::CgroupSock { attach_type: CgroupSockAttachType::SockCreate })
+            }
             names::PROG_CONSUMED => matches!(prog.section, ProgramSection::FExit { sleepable: false }),
             _ => unreachable!(),
         };

@@ -23,7 +23,10 @@ fn pick(configured: Mode, has_tcp2smc: bool, bpf: impl Fn() -> Result<()>) -> Re
         Mode::Auto if has_tcp2smc => Ok(Mode::Tcp2smc),
         Mode::Auto | Mode::Bpf => match bpf() {
             Ok(()) => Ok(Mode::Bpf),
-            Err(e) => bail!("no TCP→SMC conversion on this kernel: no {TCP2SMC} and no {} hook ({e:#})", super::fmodret::TARGET),
+            Err(e) => bail!(
+                "no TCP→SMC conversion on this kernel: no {TCP2SMC} and no {} hook ({e:#})",
+                super::fmodret::TARGET
+            ),
         },
     }
 }

@@ -26,7 +26,7 @@ impl Feature for Smc {
         let netns = pod
             .netns
             .ok_or_else(|| SetupError::Refused(ConfError::Env("ADD without CNI_NETNS: cannot set up SMC".into())))?;
-let state = pod::setup(pod, netns, log).map_err(|e| match e {
+        let state = pod::setup(pod, netns, log).map_err(|e| match e {
             SmcError::Config(why) => SetupError::Refused(ConfError::Network(format!("meshaccel smc: {why}"))),
             SmcError::Unavailable(e) => SetupError::Unavailable(e),
         })?;

@@ -70,7 +70,6 @@ const BPF_MAP_TYPE_HASH: u32 = 1;
 const BPF_PROG_TYPE_TRACING: u32 = 26;
 const BPF_MODIFY_RETURN: u32 = 26;
 
-
 #[repr(C)]
 #[derive(Default)]
 struct MapCreateAttr {
@@ -364,7 +363,6 @@ fn remove_pins(pins: &SmcPins) -> Result<()> {
     }
     Ok(())
 }
-
 
 fn netns_map(pins: &SmcPins) -> Result<BpfHashMap<MapData, u64, u8>> {
     let data = MapData::from_pin(pins.map()).with_context(|| format!("open {}", pins.map().display()))?;

@@ -9,7 +9,7 @@ use std::io;
 use std::marker::PhantomData;
 
 use netlink_packet_core::{
-    DecodeError, Emitable, Nla, NlaBuffer, NlasIterator, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    DecodeError, Emitable, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla, NlaBuffer, NlasIterator,
     ParseableParametrized, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;

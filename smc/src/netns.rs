@@ -35,11 +35,16 @@ pub fn current_cookie() -> Result<u64> {
     let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
     // SAFETY: getsockopt into a u64 of the length given.
     let r = unsafe {
-        libc::getsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, SO_NETNS_COOKIE, (&mut cookie as *mut u64).cast(), &mut len)
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
     };
     if r != 0 {
         return Err(std::io::Error::last_os_error()).context("getsockopt SO_NETNS_COOKIE (needs Linux >= 5.14)");
     }
     Ok(cookie)
 }
-

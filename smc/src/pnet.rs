@@ -5,8 +5,8 @@
 //! only in the initial netns and are global (elsewhere the kernel answers EEXIST and
 //! ignores them); DEL removes a PNET ID's entries of the caller's netns only, and touches
 //! IB devices only when called in the initial netns.
-pub use meshaccel_node::conf::smc::{check_pnetid, MAX_PNETID_LEN};
 use super::genl::{find, Attr, Family, Genl, GenlError};
+pub use meshaccel_node::conf::smc::{check_pnetid, MAX_PNETID_LEN};
 
 #[derive(Clone, Debug)]
 pub struct Pnet;
@@ -28,11 +28,7 @@ const ATTR_IBPORT: u16 = 4;
 /// A PNET ID derived from an RDMA device name (`erdma_0` → `ERDMA0`), for confs that set
 /// `rdmaDevice` but no `pnetId`.
 pub fn pnetid_from_device(dev: &str) -> String {
-    dev.bytes()
-        .filter(u8::is_ascii_alphanumeric)
-        .map(|b| b.to_ascii_uppercase() as char)
-        .take(MAX_PNETID_LEN)
-        .collect()
+    dev.bytes().filter(u8::is_ascii_alphanumeric).map(|b| b.to_ascii_uppercase() as char).take(MAX_PNETID_LEN).collect()
 }
 
 /// One row of the caller's netns table.
@@ -85,9 +81,7 @@ impl PnetTable {
                 Entry {
                     pnetid: find(a, ATTR_NAME).map(Attr::as_str).unwrap_or_default().trim_end().to_string(),
                     eth: name(ATTR_ETHNAME),
-                    ib: name(ATTR_IBNAME).map(|d| {
-                        (d, find(a, ATTR_IBPORT).and_then(Attr::as_u64).unwrap_or(1) as u8)
-                    }),
+                    ib: name(ATTR_IBNAME).map(|d| (d, find(a, ATTR_IBPORT).and_then(Attr::as_u64).unwrap_or(1) as u8)),
                 }
             })
             .collect())

@@ -159,7 +159,11 @@ fn in_pod_setup(
     for key in sysctls.keys() {
         let name = sysctl::short_name(key).map_err(anyhow::Error::msg)?;
         if !have.iter().any(|h| h == name) {
-            return Err(InPodConfigError(format!("sysctl {key} does not exist on this kernel (it has: {})", have.join(", "))).into());
+            return Err(InPodConfigError(format!(
+                "sysctl {key} does not exist on this kernel (it has: {})",
+                have.join(", ")
+            ))
+            .into());
         }
     }
     let mut wanted = sysctls.clone();

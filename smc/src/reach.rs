@@ -64,7 +64,8 @@ fn lock(state_dir: &Path) -> Result<impl Sized> {
 
 /// RoCE GIDs of a port (non-zero entries of its GID table).
 fn gids(port: &Port) -> usize {
-    let dir = Path::new("/sys/class/infiniband").join(&port.device).join("ports").join(port.port.to_string()).join("gids");
+    let dir =
+        Path::new("/sys/class/infiniband").join(&port.device).join("ports").join(port.port.to_string()).join("gids");
     fs::read_dir(dir)
         .map(|d| {
             d.filter_map(|e| fs::read_to_string(e.ok()?.path()).ok())
@@ -102,7 +103,8 @@ pub fn check(port: &Port, conf: &ProbeConf, netns: &Path) -> Verdict {
     let (peers, timeout) = (conf.peers.clone(), conf.timeout());
     match super::netns::run_in(netns, move || Ok(probe::probe_all(&peers, timeout))) {
         Ok(results) => {
-            let failed: Vec<String> = results.iter().filter(|r| !r.ok).map(|r| format!("{}: {}", r.peer, r.detail)).collect();
+            let failed: Vec<String> =
+                results.iter().filter(|r| !r.ok).map(|r| format!("{}: {}", r.peer, r.detail)).collect();
             let slowest = results.iter().map(|r| r.elapsed_ms).max().unwrap_or(0);
             v.verified = failed.is_empty();
             v.detail = if v.verified {
@@ -121,8 +123,12 @@ pub fn check(port: &Port, conf: &ProbeConf, netns: &Path) -> Verdict {
 /// `ttl` seconds), probing from `netns` when the cache has no fresh verdict.
 pub fn gate(state_dir: &Path, port: &Port, conf: &ProbeConf, ttl: u64, netns: &Path, log: &Logger) -> Result<()> {
     if conf.trust {
-        local_check(port).map_err(|why| anyhow::anyhow!("RDMA port {} {} not usable: {why}", port.device, port.port))?;
-        warn!(log, "SMC enabled WITHOUT a reachability probe (smc.probe.trust): a one-way RoCE path will hang SMC connections");
+        local_check(port)
+            .map_err(|why| anyhow::anyhow!("RDMA port {} {} not usable: {why}", port.device, port.port))?;
+        warn!(
+            log,
+            "SMC enabled WITHOUT a reachability probe (smc.probe.trust): a one-way RoCE path will hang SMC connections"
+        );
         return Ok(());
     }
     if conf.peers.is_empty() {

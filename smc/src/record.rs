@@ -23,4 +23,3 @@ impl Record for SmcRecord {
 pub fn records(state_dir: &Path) -> Store<SmcRecord> {
     Store::new(state_dir.join("smc"))
 }
-

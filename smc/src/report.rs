@@ -41,7 +41,9 @@ pub fn take_probe_args(args: &[String]) -> anyhow::Result<(Option<ProbeNow>, Vec
         match a.as_str() {
             "--probe" => on = true,
             "--peer" => peers.push(it.next().context("--peer needs IP:PORT")?.parse().context("--peer IP:PORT")?),
-            "--timeout-ms" => timeout_ms = it.next().context("--timeout-ms needs a value")?.parse().context("--timeout-ms")?,
+            "--timeout-ms" => {
+                timeout_ms = it.next().context("--timeout-ms needs a value")?.parse().context("--timeout-ms")?
+            }
             _ => rest.push(a.clone()),
         }
     }
@@ -81,7 +83,13 @@ pub fn doctor(bpffs_root: &Path, state_dir: &Path, probe_req: Option<&ProbeNow>)
     let pnet = result(pnet::PnetTable::open().and_then(|mut t| t.list()).map_err(anyhow::Error::from));
     let tcp2smc = Path::new("/proc/sys/net/smc").join(convert::TCP2SMC_NAME).exists();
     let hook = fmodret::kernel_supports();
-    let mode = if tcp2smc { "tcp2smc" } else if hook.is_ok() { "bpf" } else { "none" };
+    let mode = if tcp2smc {
+        "tcp2smc"
+    } else if hook.is_ok() {
+        "bpf"
+    } else {
+        "none"
+    };
     let pins = fmodret::SmcPins::new(bpffs_root);
     let probed = probe_req.map(|p| probe_now(p, state_dir));
     let probe_ok = probed.as_ref().is_none_or(|v| v["ok"] == json!(true));

@@ -25,7 +25,8 @@ pub struct Options {
 }
 
 fn parse(args: &[String]) -> Result<Options> {
-    let (mut listen, mut timeout_ms, mut max_conns, mut log_level) = (None, DEFAULT_TIMEOUT_MS, 32usize, slog::Level::Info);
+    let (mut listen, mut timeout_ms, mut max_conns, mut log_level) =
+        (None, DEFAULT_TIMEOUT_MS, 32usize, slog::Level::Info);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || it.next().with_context(|| format!("{a} needs a value\nusage: {USAGE}"));
@@ -173,7 +174,8 @@ mod tests {
         assert_eq!(o.listen, "10.0.0.1:7471".parse().unwrap());
         assert_eq!(o.timeout, Duration::from_millis(500));
         assert_eq!(o.max_conns, 32);
-        for bad in ["", "--listen", "--listen 10.0.0.1", "--listen 10.0.0.1:1 --max-conns 0", "--listen 10.0.0.1:1 --x"] {
+        for bad in ["", "--listen", "--listen 10.0.0.1", "--listen 10.0.0.1:1 --max-conns 0", "--listen 10.0.0.1:1 --x"]
+        {
             assert!(parse(&args(bad)).is_err(), "{bad:?} accepted");
         }
     }

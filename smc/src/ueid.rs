@@ -67,7 +67,10 @@ pub struct Uninstalled {
 
 /// The node-level SMC part of uninstalling: removes the UEIDs meshaccel added.
 pub fn uninstall(state_dir: &Path) -> Result<Uninstalled> {
-    let mut out = Uninstalled { pod_records_kept: crate::record::records(state_dir).list().map_or(0, |v| v.len()), ..Default::default() };
+    let mut out = Uninstalled {
+        pod_records_kept: crate::record::records(state_dir).list().map_or(0, |v| v.len()),
+        ..Default::default()
+    };
     let ours = recorded(state_dir);
     let dir = dir_of(state_dir);
     match SmcNl::open() {

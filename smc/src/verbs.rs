@@ -18,8 +18,8 @@ use sideway::ibverbs::queue_pair::{
 };
 use sideway::ibverbs::AccessFlags;
 use sideway::rdmacm::communication_manager::{
-    ConnectionParameter, CreateEventChannelErrorKind, Event, EventChannel, EventType, GetEventErrorKind,
-    Identifier, PortSpace,
+    ConnectionParameter, CreateEventChannelErrorKind, Event, EventChannel, EventType, GetEventErrorKind, Identifier,
+    PortSpace,
 };
 
 /// Probe messages: a 4-byte tag and a 16-byte nonce. The responder answers the request tag
@@ -60,9 +60,12 @@ pub struct Channel(pub Arc<EventChannel>);
 impl Channel {
     pub fn new() -> Result<Self> {
         let ch = EventChannel::new().map_err(|e| {
-            let missing = matches!(&e.0, CreateEventChannelErrorKind::Rdmacm(io) if io.raw_os_error() == Some(libc::EOPNOTSUPP));
+            let missing =
+                matches!(&e.0, CreateEventChannelErrorKind::Rdmacm(io) if io.raw_os_error() == Some(libc::EOPNOTSUPP));
             if missing {
-                anyhow!("librdmacm.so.1/libibverbs.so.1 not loadable (install librdmacm1, libibverbs1, ibverbs-providers)")
+                anyhow!(
+                    "librdmacm.so.1/libibverbs.so.1 not loadable (install librdmacm1, libibverbs1, ibverbs-providers)"
+                )
             } else {
                 anyhow!(e).context("rdma_create_event_channel (is rdma_ucm loaded, /dev/infiniband/rdma_cm present?)")
             }
@@ -151,7 +154,8 @@ impl Endpoint {
         Arc::get_mut(&mut cq).context("fresh CQ shared")?.setup_poll_batch(std::num::NonZeroU32::MIN);
         let mut buf = Box::new([0u8; MSG_LEN]);
         // SAFETY: `buf` is heap memory owned by the Endpoint and dropped after the MR.
-        let mr = unsafe { pd.reg_mr(buf.as_mut_ptr() as usize, MSG_LEN, AccessFlags::LocalWrite) }.context("ibv_reg_mr")?;
+        let mr =
+            unsafe { pd.reg_mr(buf.as_mut_ptr() as usize, MSG_LEN, AccessFlags::LocalWrite) }.context("ibv_reg_mr")?;
         let qp = pd
             .create_qp_builder()
             .setup_max_send_wr(1)

@@ -38,7 +38,11 @@ pub type Timings = Vec<Timing>;
 
 impl Timing {
     fn of(plugin: &Value, inv: &Invocation) -> Self {
-        Timing { plugin: plugin["type"].as_str().unwrap_or_default().to_string(), elapsed: inv.elapsed, max_rss_kib: inv.max_rss_kib }
+        Timing {
+            plugin: plugin["type"].as_str().unwrap_or_default().to_string(),
+            elapsed: inv.elapsed,
+            max_rss_kib: inv.max_rss_kib,
+        }
     }
 }
 
@@ -57,8 +61,9 @@ impl Invocation {
         if self.success() {
             bail!("the plugin succeeded: stdout {:?} stderr {:?}", self.stdout, self.stderr);
         }
-        serde_json::from_str(&self.stdout)
-            .with_context(|| format!("stdout of a failed plugin is not a CNI error: {:?} (stderr {:?})", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).with_context(|| {
+            format!("stdout of a failed plugin is not a CNI error: {:?} (stderr {:?})", self.stdout, self.stderr)
+        })
     }
 
     /// The error of a call that had to fail with `code` and a message saying `says` (in

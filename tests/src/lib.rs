@@ -14,8 +14,8 @@ pub mod netns;
 pub mod node;
 pub mod payload;
 pub mod pod;
-pub mod program;
 pub mod process;
+pub mod program;
 pub mod scale;
 pub mod scenario;
 

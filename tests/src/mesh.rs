@@ -121,7 +121,8 @@ impl Sidecar {
                 return Err(e);
             }
         };
-        wait_listening(pod, &[OUTBOUND_PORT, INBOUND_PORT]).with_context(|| format!("proxy's stderr: {}", sidecar.proxy.stderr()))?;
+        wait_listening(pod, &[OUTBOUND_PORT, INBOUND_PORT])
+            .with_context(|| format!("proxy's stderr: {}", sidecar.proxy.stderr()))?;
         Ok(sidecar)
     }
 }
@@ -144,7 +145,10 @@ pub fn container_command(pod: &Pod, name: &str, program: &str, args: &[&str]) ->
 
 /// [`container_command`], started as a [`Proc`].
 pub fn container(pod: &Pod, name: &str, program: &str, args: &[&str]) -> Result<Proc> {
-    Proc::spawn(&format!("{}/{name}: {program} {}", pod.name(), args.join(" ")), container_command(pod, name, program, args)?)
+    Proc::spawn(
+        &format!("{}/{name}: {program} {}", pod.name(), args.join(" ")),
+        container_command(pod, name, program, args)?,
+    )
 }
 
 /// A host tool (iptables, ss) run in `pod`'s netns only: it is no pod process.
@@ -213,7 +217,10 @@ pub fn cpu_usec(pod: &Pod, container: &str) -> Result<(u64, u64)> {
     let path = pod.cgroup().join(container).join("cpu.stat");
     let stat = fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
     let field = |k: &str| -> Result<u64> {
-        let v = stat.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix(' ')).with_context(|| format!("{k} in {}", path.display()))?;
+        let v = stat
+            .lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix(' '))
+            .with_context(|| format!("{k} in {}", path.display()))?;
         Ok(v.trim().parse()?)
     };
     Ok((field("user_usec")?, field("system_usec")?))
@@ -228,7 +235,10 @@ pub fn counters(node: &TestNode) -> Result<BTreeMap<&'static str, u64>> {
 }
 
 /// `after - before`, per counter.
-pub fn counters_since(after: &BTreeMap<&'static str, u64>, before: &BTreeMap<&'static str, u64>) -> BTreeMap<&'static str, u64> {
+pub fn counters_since(
+    after: &BTreeMap<&'static str, u64>,
+    before: &BTreeMap<&'static str, u64>,
+) -> BTreeMap<&'static str, u64> {
     after.iter().map(|(k, v)| (*k, v - before.get(k).copied().unwrap_or(0))).collect()
 }
 
@@ -245,7 +255,9 @@ pub fn sockhash_keys(node: &TestNode) -> Result<Vec<ConnKey>> {
 pub fn both_ends_paired(keys: &[ConnKey], client: SocketAddr) -> bool {
     let SocketAddr::V4(c) = client else { return false };
     let ip = u32::from_ne_bytes(c.ip().octets());
-    let ends = |role| keys.iter().filter(|k| k.client_ip4 == ip && k.client_port == u32::from(c.port()) && k.role == role).count();
+    let ends = |role| {
+        keys.iter().filter(|k| k.client_ip4 == ip && k.client_port == u32::from(c.port()) && k.role == role).count()
+    };
     ends(ConnKey::CLIENT) == 1 && ends(ConnKey::SERVER) == 1
 }
 
@@ -258,7 +270,12 @@ pub fn loadgen() -> PathBuf {
 /// with one of `prefixes`.
 pub fn echo_server(pod: &Pod, listen: &str, prefixes: &[u32]) -> Result<Proc> {
     let prefixes = prefixes.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
-    let mut p = container(pod, "app", &loadgen().display().to_string(), &["echo", "--listen", listen, "--expect-prefixes", &prefixes])?;
+    let mut p = container(
+        pod,
+        "app",
+        &loadgen().display().to_string(),
+        &["echo", "--listen", listen, "--expect-prefixes", &prefixes],
+    )?;
     p.expect_event("listening", crate::scenario::TIMEOUT)?;
     Ok(p)
 }

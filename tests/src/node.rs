@@ -130,7 +130,12 @@ impl TestNode {
             "failurePolicy": "closed",
         });
         // One network name for both lists: host-local allocates from one pool per name.
-        let list = |plugins| NetworkList { name: name.clone(), cni_version: "1.0.0".into(), plugins, cni_path: cni_path.clone() };
+        let list = |plugins| NetworkList {
+            name: name.clone(),
+            cni_version: "1.0.0".into(),
+            plugins,
+            cni_path: cni_path.clone(),
+        };
         let inner = NodeInner {
             accelerated: list(vec![bridge_conf.clone(), meshaccel_conf]),
             bridge_only: list(vec![bridge_conf]),
@@ -202,7 +207,13 @@ impl TestNode {
 
     /// Runs the meshaccel plugin alone, as the accelerated chain would run it, whatever it
     /// answers. `conf` is its conflist entry (name and cniVersion come from the list).
-    pub fn call_meshaccel(&self, command: &str, conf: &Value, rt: &RuntimeConf, prev: Option<&Value>) -> Result<Invocation> {
+    pub fn call_meshaccel(
+        &self,
+        command: &str,
+        conf: &Value,
+        rt: &RuntimeConf,
+        prev: Option<&Value>,
+    ) -> Result<Invocation> {
         self.inner.accelerated.call(command, conf, rt, prev)
     }
 
@@ -275,7 +286,11 @@ impl NodeInner {
 }
 
 fn ignore_not_found(e: std::io::Error) -> std::io::Result<()> {
-    if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Ok(())
+    } else {
+        Err(e)
+    }
 }
 
 impl Drop for TestNode {

@@ -62,9 +62,17 @@ impl Running {
             Some(p) => Stdio::from(File::open(p).with_context(|| format!("open {}", p.display()))?),
             None => Stdio::null(),
         };
-        let mut child = cmd.stdin(input).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().with_context(|| format!("spawn {label}"))?;
+        let mut child = cmd
+            .stdin(input)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("spawn {label}"))?;
         let (stdout, stderr) = (Arc::default(), Arc::default());
-        let readers = vec![drain(child.stdout.take().unwrap(), Arc::clone(&stdout)), drain(child.stderr.take().unwrap(), Arc::clone(&stderr))];
+        let readers = vec![
+            drain(child.stdout.take().unwrap(), Arc::clone(&stdout)),
+            drain(child.stderr.take().unwrap(), Arc::clone(&stderr)),
+        ];
         Ok(Self { label, child, stdout, stderr, readers })
     }
 
@@ -86,13 +94,22 @@ impl Running {
         loop {
             if let Some(status) = self.child.try_wait()? {
                 let o = self.so_far();
-                bail!("{}: exited ({status}) before listening; stdout: {:?}; stderr: {}", self.label, tail(&o.stdout_text()), tail(&o.stderr));
+                bail!(
+                    "{}: exited ({status}) before listening; stdout: {:?}; stderr: {}",
+                    self.label,
+                    tail(&o.stdout_text()),
+                    tail(&o.stderr)
+                );
             }
             if !run("nsenter", &[&net, "--", "ss", "-Hltn", &filter])?.trim().is_empty() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                bail!("{}: not listening on {port} after {timeout:?}; stderr: {}", self.label, tail(&self.so_far().stderr));
+                bail!(
+                    "{}: not listening on {port} after {timeout:?}; stderr: {}",
+                    self.label,
+                    tail(&self.so_far().stderr)
+                );
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -110,7 +127,12 @@ impl Running {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
                 let o = self.so_far();
-                bail!("{}: still running after {timeout:?}, killed; stdout: {:?}; stderr: {}", self.label, tail(&o.stdout_text()), tail(&o.stderr));
+                bail!(
+                    "{}: still running after {timeout:?}, killed; stdout: {:?}; stderr: {}",
+                    self.label,
+                    tail(&o.stdout_text()),
+                    tail(&o.stderr)
+                );
             }
             thread::sleep(Duration::from_millis(10));
         };
@@ -157,7 +179,8 @@ pub fn script(name: &str) -> PathBuf {
 
 /// The sha256 of `bytes`, in hex (coreutils' `sha256sum`).
 pub fn sha256(bytes: &[u8]) -> Result<String> {
-    let mut child = Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().context("run sha256sum")?;
+    let mut child =
+        Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().context("run sha256sum")?;
     let mut stdin = child.stdin.take().unwrap();
     // Written from another thread: sha256sum's stdout is read only after.
     let input = bytes.to_vec();

@@ -80,8 +80,11 @@ pub fn slab_bytes() -> Result<BTreeMap<String, i64>> {
 
 /// `after - before` per slab cache, largest growth first, only caches that grew.
 pub fn slab_growth(before: &BTreeMap<String, i64>, after: &BTreeMap<String, i64>) -> Vec<(String, i64)> {
-    let mut d: Vec<(String, i64)> =
-        after.iter().map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0))).filter(|(_, d)| *d > 0).collect();
+    let mut d: Vec<(String, i64)> = after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, d)| *d > 0)
+        .collect();
     d.sort_by_key(|(_, d)| -d);
     d
 }
@@ -104,7 +107,11 @@ pub fn per_worker(both_ends: bool) -> usize {
     // SAFETY: getrlimit writes into the struct we pass.
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
     let fds = (lim.rlim_max as usize).saturating_sub(64).clamp(64, 60_000);
-    if both_ends { fds / 2 } else { fds }
+    if both_ends {
+        fds / 2
+    } else {
+        fds
+    }
 }
 
 /// `total` split into shares of at most `max`.

@@ -37,7 +37,15 @@ pub fn client(pod: &Pod, connect: &str, mode: &str, extra: &[&str]) -> Result<Pr
 /// `bytes` random bytes and checking that exactly those bytes come back, with `io`
 /// (`blocking` or `poll`, see meshaccel-testkit). Returns the client's and the server's
 /// reports, both checked to be free of errors.
-pub fn echo_traffic(to: &Pod, listen: &str, from: &Pod, connect: &str, conns: u32, bytes: u64, io: &str) -> Result<(Value, Value)> {
+pub fn echo_traffic(
+    to: &Pod,
+    listen: &str,
+    from: &Pod,
+    connect: &str,
+    conns: u32,
+    bytes: u64,
+    io: &str,
+) -> Result<(Value, Value)> {
     let (c, b) = (conns.to_string(), bytes.to_string());
     let server = server(to, listen, "echo", &["--conns", &c, "--io", io])?;
     let client = client(from, connect, "verify", &["--conns", &c, "--bytes", &b, "--seed", &c, "--io", io])?;

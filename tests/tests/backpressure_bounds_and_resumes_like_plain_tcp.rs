@@ -34,11 +34,16 @@ fn sender_is_held_back_then_everything_arrives(accelerated: bool, nonblocking: b
     let stalled = writer.expect_one_of(&["stalled", "done"], TIMEOUT).unwrap();
     assert_eq!(stalled["event"], "stalled", "the sender was never held back while the reader was stopped: {stalled}");
     let queued = stalled["written"].as_u64().unwrap();
-    eprintln!("accelerated={accelerated} nonblocking={nonblocking}: {queued} bytes written before the sender was held back");
+    eprintln!(
+        "accelerated={accelerated} nonblocking={nonblocking}: {queued} bytes written before the sender was held back"
+    );
     assert!(queued < BOUND, "sender queued {queued} bytes while the reader was stopped");
     // Still held back a while later.
     thread::sleep(Duration::from_millis(500));
-    assert!(writer.poll_event("done", Duration::ZERO).unwrap().is_none(), "sender finished while the reader was stopped");
+    assert!(
+        writer.poll_event("done", Duration::ZERO).unwrap().is_none(),
+        "sender finished while the reader was stopped"
+    );
 
     reader.send("go").unwrap();
     let w = only_conn(&clean(writer.finish(TIMEOUT).unwrap()).unwrap());

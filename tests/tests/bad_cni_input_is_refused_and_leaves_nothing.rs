@@ -105,7 +105,9 @@ fn add_without_prev_result_is_refused() {
 fn hostile_container_ids_are_refused() {
     let f = Fixture::new();
     let long = "a".repeat(300);
-    for (cid, says) in [("../x", "containerID"), ("a/b", "containerID"), ("..", "containerID"), (&long, "longer than 128")] {
+    for (cid, says) in
+        [("../x", "containerID"), ("a/b", "containerID"), ("..", "containerID"), (&long, "longer than 128")]
+    {
         let rt = RuntimeConf { container_id: cid.into(), ..f.rt() };
         f.refused_by_every_command(&format!("container id {cid:.20}"), INVALID_ENV, says, &rt);
     }
@@ -183,7 +185,9 @@ fn invalid_annotation_values_are_refused() {
     for (key, value) in [("meshaccel.io/sockmap", "yes"), ("meshaccel.io/smc", "1"), ("meshaccel.io/sockmap", "")] {
         let mut rt = f.rt();
         rt.capability_args.insert("io.kubernetes.cri.pod-annotations".into(), json!({ key: value }));
-        f.refused(&format!("{key}={value:?}"), INVALID_CONF, key, || f.call("ADD", &f.conf(), &rt, Some(f.pod.result())));
+        f.refused(&format!("{key}={value:?}"), INVALID_CONF, key, || {
+            f.call("ADD", &f.conf(), &rt, Some(f.pod.result()))
+        });
     }
 }
 

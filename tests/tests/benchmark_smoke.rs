@@ -47,7 +47,8 @@ fn quickest_benchmark_produces_a_table_of_valid_cells() {
         assert!(r["ratio"]["median"].as_f64().unwrap() > 0.0, "overhead row without a valid pair: {r:#}");
     }
     assert!(stdout.contains("Overhead on traffic meshaccel does not accelerate"), "{stdout}");
-    let plugins: Vec<&str> = report["cni"]["plugins"].as_array().unwrap().iter().map(|p| p["plugin"].as_str().unwrap()).collect();
+    let plugins: Vec<&str> =
+        report["cni"]["plugins"].as_array().unwrap().iter().map(|p| p["plugin"].as_str().unwrap()).collect();
     assert_eq!(plugins, ["bridge", "meshaccel", "whole chain"]);
     assert_eq!(report["cni"]["plugins"][1]["add"]["n"], 3);
     assert_eq!(report["cni"]["plugins"][1]["del"]["n"], 3);

@@ -21,7 +21,8 @@ fn run(accelerated: bool) -> (Value, Value, Counters) {
     let mut srv = Proc::spawn("server", srv_pod.command(python, &[PROGRAM, "server", "7300", CONNS]).unwrap()).unwrap();
     srv.expect_event("listening", TIMEOUT).unwrap();
     let ip = srv_pod.ip().to_string();
-    let cli = Proc::spawn("client", cli_pod.command(python, &[PROGRAM, "client", &ip, "7300", CONNS]).unwrap()).unwrap();
+    let cli =
+        Proc::spawn("client", cli_pod.command(python, &[PROGRAM, "client", &ip, "7300", CONNS]).unwrap()).unwrap();
     let (c, s) = (cli.finish(TIMEOUT).unwrap(), srv.finish(TIMEOUT).unwrap());
     (c, s, node.stats().unwrap().since(&before))
 }

@@ -329,7 +329,10 @@ fn a_pod_with_two_accelerated_interfaces_stays_accelerated_until_its_last_del() 
     ok(node.call_meshaccel("CHECK", &node.meshaccel_conf(), &second_rt, Some(&second)).unwrap(), "CHECK net1");
     ok(call(&node, "CHECK", &pod, Some(&first)), "CHECK eth0");
     ok(call(&node, "DEL", &pod, Some(&first)), "DEL eth0");
-    ok(node.call_meshaccel("CHECK", &node.meshaccel_conf(), &second_rt, Some(&second)).unwrap(), "CHECK net1 after DEL eth0");
+    ok(
+        node.call_meshaccel("CHECK", &node.meshaccel_conf(), &second_rt, Some(&second)).unwrap(),
+        "CHECK net1 after DEL eth0",
+    );
     ok(node.call_meshaccel("DEL", &node.meshaccel_conf(), &second_rt, Some(&second)).unwrap(), "DEL net1");
     assert!(bpf::list_pods(node.pins()).unwrap().is_empty());
     assert!(sockmap::records(node.state_dir()).list().unwrap().is_empty());
@@ -347,15 +350,22 @@ fn attachments_that_differ_only_around_an_underscore_stay_apart() {
     let id = |rt: &RuntimeConf| AttachmentId::new(&rt.container_id, &rt.ifname).unwrap();
     let linked = |rt: &RuntimeConf| bpf::pod_link(node.pins(), &id(rt)).unwrap().is_some();
     let mesh = |cmd: &str, rt: &RuntimeConf| {
-        ok(node.call_meshaccel(cmd, &node.meshaccel_conf(), rt, Some(pod.result())).unwrap(), &format!("{cmd} {}", rt.ifname))
+        ok(
+            node.call_meshaccel(cmd, &node.meshaccel_conf(), rt, Some(pod.result())).unwrap(),
+            &format!("{cmd} {}", rt.ifname),
+        )
     };
     mesh("ADD", &a);
     mesh("DEL", &b); // never added: must not touch a
     assert!(linked(&a), "DEL of {} removed {}", id(&b), id(&a));
     mesh("CHECK", &a);
     mesh("ADD", &b);
-    let records: Vec<(String, String)> =
-        sockmap::records(node.state_dir()).list().unwrap().into_iter().map(|(_, st)| (st.container_id, st.ifname)).collect();
+    let records: Vec<(String, String)> = sockmap::records(node.state_dir())
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|(_, st)| (st.container_id, st.ifname))
+        .collect();
     assert_eq!(records.len(), 2, "{records:?}");
     for rt in [&a, &b] {
         assert!(records.contains(&(rt.container_id.clone(), rt.ifname.clone())), "{records:?}");

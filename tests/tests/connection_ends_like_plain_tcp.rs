@@ -22,7 +22,13 @@ fn observe(accelerated: bool, mode: &str, server_args: &[&str], client_args: &[&
 /// The scenario plain, then redirected: plain must show `expected` (so the test itself is
 /// right), redirected must show the same. Fields named in `timing` (per end) are left out of
 /// both: they measure buffer timing, not the behaviour under test.
-fn same_as_plain_tcp(mode: &str, server_args: &[&str], client_args: &[&str], timing: &[&str], (server, client): (Value, Value)) {
+fn same_as_plain_tcp(
+    mode: &str,
+    server_args: &[&str],
+    client_args: &[&str],
+    timing: &[&str],
+    (server, client): (Value, Value),
+) {
     let strip = |mut v: Value| {
         for end in ["server", "client"] {
             if let Some(o) = v[end].as_object_mut() {

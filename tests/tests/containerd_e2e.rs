@@ -56,7 +56,8 @@ fn assert_no_pod_state(node: &Containerd) {
 /// rest; then nothing of meshaccel remains on the node.
 fn uninstall(node: &Containerd, installer: Installer) {
     installer.stop().unwrap();
-    let conflist: serde_json::Value = serde_json::from_slice(&std::fs::read(node.conf_dir().join(PRIMARY)).unwrap()).unwrap();
+    let conflist: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(node.conf_dir().join(PRIMARY)).unwrap()).unwrap();
     let types: Vec<&str> = conflist["plugins"].as_array().unwrap().iter().filter_map(|p| p["type"].as_str()).collect();
     assert_eq!(types, ["bridge"], "SIGTERM must take meshaccel out of the chain and leave the rest");
     node.uninstall().unwrap();
@@ -91,7 +92,11 @@ fn pods_through_cri_are_accelerated_unless_opted_out_and_leave_nothing_behind() 
     assert!(seen.msgs_redirected > 0 && seen.bytes_redirected >= BULK, "client -> server not redirected: {seen:?}");
 
     let seen = measured(&node, &sender, &optout_sink, BULK);
-    assert_eq!((seen.msgs_redirected, seen.bytes_redirected), (0, 0), "traffic to the opted-out pod was redirected: {seen:?}");
+    assert_eq!(
+        (seen.msgs_redirected, seen.bytes_redirected),
+        (0, 0),
+        "traffic to the opted-out pod was redirected: {seen:?}"
+    );
 
     for pod in [&client, &server, &optout] {
         node.stop_pod(pod)?;

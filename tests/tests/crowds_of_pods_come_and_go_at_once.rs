@@ -22,7 +22,11 @@ fn attachment(pod: &Pod) -> AttachmentId {
 fn start_all(node: &TestNode, wave: &str, n: usize) -> Vec<Pod> {
     thread::scope(|s| {
         let starts: Vec<_> = (0..n).map(|i| s.spawn(move || node.pod(&format!("{wave}{i}")).start())).collect();
-        starts.into_iter().enumerate().map(|(i, h)| h.join().unwrap().unwrap_or_else(|e| panic!("{wave}{i}: {e:#}"))).collect()
+        starts
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| h.join().unwrap().unwrap_or_else(|e| panic!("{wave}{i}: {e:#}")))
+            .collect()
     })
 }
 
@@ -46,7 +50,8 @@ fn assert_attached(node: &TestNode, pod: &Pod) {
     let id = attachment(pod);
     let link = bpf::pod_link(node.pins(), &id).unwrap().unwrap_or_else(|| panic!("{}: no link", pod.name()));
     assert_eq!(link.cgroup_id, bpf::cgroup_id(pod.cgroup()).unwrap(), "{}: link on another cgroup", pod.name());
-    let record = sockmap::records(node.state_dir()).load(&id).unwrap().unwrap_or_else(|| panic!("{}: no record", pod.name()));
+    let record =
+        sockmap::records(node.state_dir()).load(&id).unwrap().unwrap_or_else(|| panic!("{}: no record", pod.name()));
     assert_eq!(record.pod_uid, pod.uid(), "{}: record of another pod", pod.name());
     pod.check().unwrap_or_else(|e| panic!("CHECK {}: {e:#}", pod.name()));
 }
@@ -89,7 +94,11 @@ fn a_hundred_pods_come_and_go_at_once() {
     assert!(sockmap::records(node.state_dir()).list().unwrap().is_empty(), "records left behind");
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     eprintln!("{PODS} pods, {} CPUs ({cpu})", thread::available_parallelism().map_or(0, |n| n.get()));
     eprintln!("{}", quantiles("meshaccel ADD", &plugin_times(&adds)));

@@ -12,7 +12,8 @@ fn loopback_request_response_is_redirected_and_intact() {
     let srv = mesh::echo_server(&pod, "127.0.0.1:6000", &[51]).unwrap();
     let before = node.stats().unwrap();
     let (conns, requests, size) = (4u64, 500u64, 1024u64);
-    let args = ["--conns", &conns.to_string(), "--requests", &requests.to_string(), "--size", &size.to_string()].map(String::from);
+    let args = ["--conns", &conns.to_string(), "--requests", &requests.to_string(), "--size", &size.to_string()]
+        .map(String::from);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let done = clean(mesh::rr(&pod, "127.0.0.1:6000", 51, &args).unwrap().finish(TIMEOUT).unwrap()).unwrap();
     clean(mesh::stop(srv).unwrap()).unwrap();
@@ -34,7 +35,9 @@ fn loopback_stream_moves_to_plain_tcp_intact() {
     let before = node.stats().unwrap();
     let conns = 4;
     let srv = server(&pod, "127.0.0.1:6001", "sink", &["--conns", "4", "--seed", "9", "--io", "poll"]).unwrap();
-    let cli = client(&pod, "127.0.0.1:6001", "send", &["--conns", "4", "--bytes", "8388608", "--seed", "9", "--io", "poll"]).unwrap();
+    let cli =
+        client(&pod, "127.0.0.1:6001", "send", &["--conns", "4", "--bytes", "8388608", "--seed", "9", "--io", "poll"])
+            .unwrap();
     clean(cli.finish(TIMEOUT).unwrap()).unwrap();
     let served = clean(srv.finish(TIMEOUT).unwrap()).unwrap();
     let received: u64 = served["conns"].as_array().unwrap().iter().map(|c| c["received"].as_u64().unwrap()).sum();
@@ -69,9 +72,22 @@ fn identical_loopback_tuples_in_two_pods_never_cross_deliver() {
     let mut procs = vec![];
     for (pod, tag_base) in pods.iter().zip([1000u64, 2000]) {
         let tags = format!("{tag_base}..{}", tag_base + CONNS - 1);
-        let srv = server(pod, "127.0.0.1:6000", "echo", &["--conns", &conns, "--expect-tags", &tags, "--io", "poll"]).unwrap();
+        let srv = server(pod, "127.0.0.1:6000", "echo", &["--conns", &conns, "--expect-tags", &tags, "--io", "poll"])
+            .unwrap();
         // Same server port and same client ports in both pods: identical 4-tuples.
-        let args = ["--conns", &conns, "--bytes", "1048576", "--tag-base", &tag_base.to_string(), "--bind-port", "40000", "--wait-go", "--io", "poll"];
+        let args = [
+            "--conns",
+            &conns,
+            "--bytes",
+            "1048576",
+            "--tag-base",
+            &tag_base.to_string(),
+            "--bind-port",
+            "40000",
+            "--wait-go",
+            "--io",
+            "poll",
+        ];
         let mut cli = client(pod, "127.0.0.1:6000", "verify", &args).unwrap();
         cli.expect_event("ready", TIMEOUT).unwrap();
         procs.push((srv, cli));
@@ -86,5 +102,8 @@ fn identical_loopback_tuples_in_two_pods_never_cross_deliver() {
         clean(srv.finish(TIMEOUT).unwrap()).unwrap_or_else(|e| panic!("server of {label}: {e:#}"));
     }
     let d = node.stats().unwrap().since(&before);
-    assert!(d.bytes_redirected >= 2 * 2 * CONNS * (1 << 20), "the traffic must have been redirected to prove anything: {d:?}");
+    assert!(
+        d.bytes_redirected >= 2 * 2 * CONNS * (1 << 20),
+        "the traffic must have been redirected to prove anything: {d:?}"
+    );
 }

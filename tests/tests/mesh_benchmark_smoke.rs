@@ -15,7 +15,10 @@ fn quickest_mesh_benchmark_produces_valid_samples() {
         .expect("run meshaccel-bench mesh");
     let (stdout, stderr) = (String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
     assert!(run.status.success(), "meshaccel-bench mesh failed ({}): {stderr}", run.status);
-    assert!(stdout.contains("| http | **accelerated / plain** |") && stdout.contains("| echo | **accelerated / plain** |"), "{stdout}");
+    assert!(
+        stdout.contains("| http | **accelerated / plain** |") && stdout.contains("| echo | **accelerated / plain** |"),
+        "{stdout}"
+    );
 
     let report: Value = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
     let _ = fs::remove_file(&json);
@@ -27,7 +30,10 @@ fn quickest_mesh_benchmark_produces_valid_samples() {
         if s["mode"] == "plain" {
             assert_eq!(redirected, 0, "{s:#}");
         } else {
-            assert!(redirected as f64 > s["qps"].as_f64().unwrap() * 1024.0, "about 1 KiB per request each way on 3 hops: {s:#}");
+            assert!(
+                redirected as f64 > s["qps"].as_f64().unwrap() * 1024.0,
+                "about 1 KiB per request each way on 3 hops: {s:#}"
+            );
         }
     }
 }

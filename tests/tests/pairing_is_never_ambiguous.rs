@@ -37,7 +37,8 @@ fn tagged_server_on(pod: &Pod, listen: &str, tag: u64) -> Proc {
 /// A client of one tagged connection from local port `bind`, established and waiting for `go`.
 fn tagged_client(from: &Pod, to: &Pod, port: u16, tag: u64, bind: u16) -> Proc {
     let (tag, bind) = (tag.to_string(), bind.to_string());
-    let args = ["--conns", "1", "--bytes", "1048576", "--tag-base", &tag, "--bind-port", &bind, "--wait-go", "--io", "poll"];
+    let args =
+        ["--conns", "1", "--bytes", "1048576", "--tag-base", &tag, "--bind-port", &bind, "--wait-go", "--io", "poll"];
     client(from, &format!("{}:{port}", to.ip()), "verify", &args).unwrap()
 }
 
@@ -66,9 +67,14 @@ enum Order {
 #[test]
 fn one_client_endpoint_towards_two_servers_pairs_each_with_its_own_peer() {
     let node = TestNode::new().unwrap();
-    let pods = [node.accelerated_pod("client").unwrap(), node.accelerated_pod("server-1").unwrap(), node.accelerated_pod("server-2").unwrap()];
+    let pods = [
+        node.accelerated_pod("client").unwrap(),
+        node.accelerated_pod("server-1").unwrap(),
+        node.accelerated_pod("server-2").unwrap(),
+    ];
     let [c, s1, s2] = &pods;
-    for (bind, order) in [(41000, Order::FirstThenSecond), (41001, Order::SecondThenFirst), (41002, Order::Concurrent)] {
+    for (bind, order) in [(41000, Order::FirstThenSecond), (41001, Order::SecondThenFirst), (41002, Order::Concurrent)]
+    {
         let before = counters(&node).unwrap();
         let tags = [u64::from(bind) * 10 + 1, u64::from(bind) * 10 + 2];
         let servers = [tagged_server(s1, 5400, tags[0]), tagged_server(s2, 5400, tags[1])];
@@ -80,7 +86,11 @@ fn one_client_endpoint_towards_two_servers_pairs_each_with_its_own_peer() {
                 a.expect_event("ready", TIMEOUT).unwrap();
                 let mut b = start(second);
                 b.expect_event("ready", TIMEOUT).unwrap();
-                if first == 0 { [a, b] } else { [b, a] }
+                if first == 0 {
+                    [a, b]
+                } else {
+                    [b, a]
+                }
             }
             Order::Concurrent => {
                 let mut both = [start(0), start(1)];
@@ -127,10 +137,15 @@ fn snat_cases(io: &str, conns: u64) {
         let args = ["--conns", &n, "--bytes", "4194304", "--tag-base", "900", "--wait-go", "--io", io];
         let mut c = client(&cli, &format!("{}:5500", srv.ip()), "verify", &args).unwrap();
         c.expect_event("ready", TIMEOUT).unwrap();
-        let seen: Vec<_> = established(&srv).unwrap().into_iter().filter(|s| s.local.port() == 5500).map(|s| s.peer).collect();
-        let sent_from: Vec<_> = established(&cli).unwrap().into_iter().filter(|s| s.peer.port() == 5500).map(|s| s.local).collect();
+        let seen: Vec<_> =
+            established(&srv).unwrap().into_iter().filter(|s| s.local.port() == 5500).map(|s| s.peer).collect();
+        let sent_from: Vec<_> =
+            established(&cli).unwrap().into_iter().filter(|s| s.peer.port() == 5500).map(|s| s.local).collect();
         assert_eq!((seen.len() as u64, sent_from.len() as u64), (conns, conns), "{case}: {seen:?} {sent_from:?}");
-        assert!(seen.iter().all(|p| !sent_from.contains(p)), "{case}: NAT did not rewrite: server sees {seen:?}, client has {sent_from:?}");
+        assert!(
+            seen.iter().all(|p| !sent_from.contains(p)),
+            "{case}: NAT did not rewrite: server sees {seen:?}, client has {sent_from:?}"
+        );
         go_and_check(vec![(s, c)]);
         let d = since(&node, &before, &case);
         assert_eq!((count(&d, "bytes_redirected"), count(&d, "msgs_redirected")), (0, 0), "{case}: {d:?}");
@@ -164,7 +179,11 @@ fn snat_plain_connections_serve_blocking_readers_like_plain_tcp() {
 fn unpaired_client_ends_stay_out_of_the_sockhash() {
     let node = TestNode::new().unwrap();
     let (cli, srv) = (node.accelerated_pod("client").unwrap(), node.accelerated_pod("server").unwrap());
-    mesh::apply_iptables(&cli, &format!("*nat\n-A POSTROUTING -p tcp -d {}/32 -j MASQUERADE --to-ports 20000-20999\nCOMMIT\n", srv.ip())).unwrap();
+    mesh::apply_iptables(
+        &cli,
+        &format!("*nat\n-A POSTROUTING -p tcp -d {}/32 -j MASQUERADE --to-ports 20000-20999\nCOMMIT\n", srv.ip()),
+    )
+    .unwrap();
     let echo = mesh::echo_server(&srv, "0.0.0.0:5600", &[7]).unwrap();
     let load = mesh::rr(&cli, &format!("{}:5600", srv.ip()), 7, &["--conns", "4", "--seconds", "3"]).unwrap();
     // Requests flow on 4 live connections for 3 s; look in the middle.
@@ -172,7 +191,11 @@ fn unpaired_client_ends_stay_out_of_the_sockhash() {
     let keys = mesh::sockhash_keys(&node).unwrap();
     let done = load.finish(TIMEOUT).unwrap();
     let served = mesh::stop(echo).unwrap();
-    assert_eq!((done["error_count"].as_u64(), served["error_count"].as_u64()), (Some(0), Some(0)), "{done:#} {served:#}");
+    assert_eq!(
+        (done["error_count"].as_u64(), served["error_count"].as_u64()),
+        (Some(0), Some(0)),
+        "{done:#} {served:#}"
+    );
     assert!(done["requests"].as_u64().unwrap() > 0, "{done:#}");
     assert!(keys.is_empty(), "plain connections' sockets still in the sockhash: {keys:?}");
 }
@@ -192,8 +215,21 @@ fn identical_loopback_tuples_in_eight_pods_stay_in_their_pods() {
     for (i, pod) in pods.iter().enumerate() {
         let base = 10_000 * (i as u64 + 1);
         let tags = format!("{base}..{}", base + CONNS - 1);
-        let s = server(pod, "127.0.0.1:6000", "echo", &["--conns", &conns, "--expect-tags", &tags, "--io", "poll"]).unwrap();
-        let args = ["--conns", &conns, "--bytes", &BYTES.to_string(), "--tag-base", &base.to_string(), "--bind-port", "40000", "--wait-go", "--io", "poll"];
+        let s = server(pod, "127.0.0.1:6000", "echo", &["--conns", &conns, "--expect-tags", &tags, "--io", "poll"])
+            .unwrap();
+        let args = [
+            "--conns",
+            &conns,
+            "--bytes",
+            &BYTES.to_string(),
+            "--tag-base",
+            &base.to_string(),
+            "--bind-port",
+            "40000",
+            "--wait-go",
+            "--io",
+            "poll",
+        ];
         let mut c = client(pod, "127.0.0.1:6000", "verify", &args).unwrap();
         c.expect_event("ready", TIMEOUT).unwrap();
         pairs.push((s, c));
@@ -220,7 +256,11 @@ fn many_short_parallel_connections_never_cross() {
     let before = counters(&node).unwrap();
     // Prefix 10*client + server: each server accepts only the prefixes of connections meant for it.
     let prefix = |c: usize, s: usize| 10 * (c as u32 + 1) + s as u32 + 1;
-    let echo: Vec<Proc> = servers.iter().enumerate().map(|(s, pod)| mesh::echo_server(pod, "0.0.0.0:7000", &[prefix(0, s), prefix(1, s)]).unwrap()).collect();
+    let echo: Vec<Proc> = servers
+        .iter()
+        .enumerate()
+        .map(|(s, pod)| mesh::echo_server(pod, "0.0.0.0:7000", &[prefix(0, s), prefix(1, s)]).unwrap())
+        .collect();
     let (threads, requests) = (THREADS.to_string(), PER_THREAD.to_string());
     let mut load = vec![];
     for (c, pod) in clients.iter().enumerate() {
@@ -270,9 +310,11 @@ fn conntrack_port_remap_after_redirect_leaves_the_connection_plain_and_working()
         let s = tagged_server_on(&srv, "0.0.0.0:15006", tag);
         let mut c = tagged_client(&cli, &srv, port, tag, 42000);
         c.expect_event("ready", TIMEOUT).unwrap();
-        let seen: Vec<_> = established(&srv).unwrap().into_iter().filter(|s| s.local.port() == 15006).map(|s| s.peer).collect();
+        let seen: Vec<_> =
+            established(&srv).unwrap().into_iter().filter(|s| s.local.port() == 15006).map(|s| s.peer).collect();
         go_and_check(vec![(s, c)]);
-        let d = since(&node, &before, &format!("client port 42000 to :{port}, redirected to :15006; server sees {seen:?}"));
+        let d =
+            since(&node, &before, &format!("client port 42000 to :{port}, redirected to :15006; server sees {seen:?}"));
         assert_eq!(count(&d, "insert_failures"), 0, "{d:?}");
         assert_eq!(seen.len(), 1, "{seen:?}");
         if i == 0 {

@@ -94,7 +94,11 @@ fn conforms(class: Class, pods: &[&str], expected: Value, scenario: impl Fn(&Run
     let plain = plain.unwrap_or_else(|e| panic!("the scenario failed on plain TCP (opted-out pods): {e:#}"));
     eprintln!("opted-out run: {plain:#}");
     let wrong = differences("", &plain, &expected, "opted-out", "expected", true);
-    assert!(wrong.is_empty(), "plain TCP itself did not do what the program does:\n  {}\nobserved: {plain:#}", wrong.join("\n  "));
+    assert!(
+        wrong.is_empty(),
+        "plain TCP itself did not do what the program does:\n  {}\nobserved: {plain:#}",
+        wrong.join("\n  ")
+    );
     assert_eq!(
         (plain_counters.bytes_redirected, plain_counters.msgs_redirected, plain_counters.sockets_inserted),
         (0, 0, 0),
@@ -159,7 +163,11 @@ fn seen(o: &Outcome) -> Value {
 /// The JSON report one of our scripts (tests/programs) printed last, with its exit code.
 fn report(o: &Outcome) -> Value {
     let text = o.stdout_text();
-    let mut v = text.lines().last().and_then(|l| serde_json::from_str::<Value>(l).ok()).unwrap_or_else(|| json!({"stdout": text}));
+    let mut v = text
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str::<Value>(l).ok())
+        .unwrap_or_else(|| json!({"stdout": text}));
     v.as_object_mut().map(|m| m.remove("event"));
     v["exit"] = json!(o.code);
     // A traceback or a JVM warning is part of what the program showed.
@@ -177,7 +185,9 @@ fn client_server(run: &Run, port: u16, server: (&str, Vec<String>), client: (&st
     srv.wait_listening(srv_pod, port, START)?;
     let cli = run_in(cli_pod, client.0, &ca.iter().map(String::as_str).collect::<Vec<_>>(), None, TIMEOUT)?;
     let srv = srv.wait(if cli.code == Some(0) { TIMEOUT } else { AFTER_FAILURE });
-    Ok(json!({"client": report(&cli), "server": srv.map_or_else(|e| json!({"did_not_end": format!("{e:#}")}), |o| report(&o))}))
+    Ok(
+        json!({"client": report(&cli), "server": srv.map_or_else(|e| json!({"did_not_end": format!("{e:#}")}), |o| report(&o))}),
+    )
 }
 
 fn strings(v: &[&str]) -> Vec<String> {
@@ -300,7 +310,9 @@ fn socat_default_blocking_mode_stays_plain_and_intact() {
         // -t: after its input's EOF, wait up to 60 s (not 0.5 s) for the answer.
         let cli = run_in(cli_pod, "socat", &["-t", "60", "-", &to], Some(&dir.join("data")), TIMEOUT)?;
         let srv = srv.wait(if cli.code == Some(0) { TIMEOUT } else { AFTER_FAILURE })?;
-        Ok(json!({"server": {"exit": srv.code, "stderr": srv.stderr}, "client": {"exit": cli.code, "stderr": cli.stderr, "stdout": cli.stdout_text()}}))
+        Ok(
+            json!({"server": {"exit": srv.code, "stderr": srv.stderr}, "client": {"exit": cli.code, "stderr": cli.stderr, "stdout": cli.stdout_text()}}),
+        )
     });
 }
 
@@ -308,7 +320,20 @@ fn socat_default_blocking_mode_stays_plain_and_intact() {
 fn with_redis(run: &Run, clients: impl FnOnce(&Pod, &str) -> Result<Value>) -> Result<Value> {
     let [srv_pod, cli_pod] = run.pods else { panic!("two pods") };
     let dir = run.dir.display().to_string();
-    let args = ["--port", "6379", "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", "--appendonly", "no", "--dir", &dir];
+    let args = [
+        "--port",
+        "6379",
+        "--bind",
+        "0.0.0.0",
+        "--protected-mode",
+        "no",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        &dir,
+    ];
     let mut redis = Running::spawn(srv_pod, "redis-server", &args, None)?;
     redis.wait_listening(srv_pod, 6379, START)?;
     let mut v = clients(cli_pod, &srv_pod.ip().to_string())?;
@@ -326,7 +351,12 @@ fn redis_cli_set_and_get_of_a_1_mib_value_stay_redirected_and_intact() {
     const BYTES: usize = 1 << 20;
     let dir = TempDir::new("redis-cli");
     // Printable, so `--raw GET` prints it unchanged (then a newline).
-    let mut value = random_file(&dir.join("raw"), BYTES / 2).unwrap().iter().map(|b| format!("{b:02x}")).collect::<String>().into_bytes();
+    let mut value = random_file(&dir.join("raw"), BYTES / 2)
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        .into_bytes();
     fs::write(dir.join("value"), &value).unwrap();
     value.push(b'\n');
     let got = json!({"exit": 0, "stderr": "", "stdout_sha256": sha256(&value).unwrap(), "stdout_bytes": BYTES + 1});
@@ -364,11 +394,19 @@ fn redis_benchmark_against_redis_server_is_redirected_and_complete() {
     });
     conforms(Class::Accelerated, &["server", "client"], expected, |run| {
         with_redis(run, |cli_pod, ip| {
-            let bench = run_in(cli_pod, "redis-benchmark", &["-h", ip, "-q", "-n", "2000", "-t", "set,get"], None, TIMEOUT)?;
+            let bench =
+                run_in(cli_pod, "redis-benchmark", &["-h", ip, "-q", "-n", "2000", "-t", "set,get"], None, TIMEOUT)?;
             // -q prints "SET: 1234.56 requests per second, p50=…" per test, after \r progress lines.
             let text = bench.stdout_text();
-            let tests: Vec<&str> = text.split(['\r', '\n']).filter(|l| l.contains("requests per second")).filter_map(|l| l.split(':').next()).map(str::trim).collect();
-            let cli = |args: &[&str]| -> Result<String> { Ok(run_in(cli_pod, "redis-cli", &[&["-h", ip], args].concat(), None, TIMEOUT)?.stdout_text()) };
+            let tests: Vec<&str> = text
+                .split(['\r', '\n'])
+                .filter(|l| l.contains("requests per second"))
+                .filter_map(|l| l.split(':').next())
+                .map(str::trim)
+                .collect();
+            let cli = |args: &[&str]| -> Result<String> {
+                Ok(run_in(cli_pod, "redis-cli", &[&["-h", ip], args].concat(), None, TIMEOUT)?.stdout_text())
+            };
             Ok(json!({
                 "benchmark": {"exit": bench.code, "tests": tests, "stderr": bench.stderr},
                 // Without -r every SET writes the one key "key:__rand_int__", 3 random bytes.
@@ -400,7 +438,8 @@ http {{
             www.display()
         ),
     )?;
-    let mut p = Running::spawn(pod, "nginx", &["-e", "stderr", "-p", &d.to_string(), "-c", conf.to_str().unwrap()], None)?;
+    let mut p =
+        Running::spawn(pod, "nginx", &["-e", "stderr", "-p", &d.to_string(), "-c", conf.to_str().unwrap()], None)?;
     p.wait_listening(pod, 8080, START)?;
     Ok(p)
 }
@@ -410,7 +449,17 @@ http {{
 fn curl(pod: &Pod, base: &str, dir: &Path) -> Result<Value> {
     let (a, b) = (dir.join("got-1"), dir.join("got-2"));
     let url = format!("{base}/blob");
-    let args = ["-sS", "-w", "%{http_code} %{size_download} %{num_connects}\n", "-o", a.to_str().unwrap(), "-o", b.to_str().unwrap(), &url, &url];
+    let args = [
+        "-sS",
+        "-w",
+        "%{http_code} %{size_download} %{num_connects}\n",
+        "-o",
+        a.to_str().unwrap(),
+        "-o",
+        b.to_str().unwrap(),
+        &url,
+        &url,
+    ];
     let fetch = run_in(pod, "curl", &args, None, TIMEOUT)?;
     let missing = run_in(pod, "curl", &["-sS", "-f", &format!("{base}/missing")], None, TIMEOUT)?;
     let sum = |p: &Path| fs::read(p).map_or_else(|e| e.to_string(), |d| sha256(&d).unwrap());

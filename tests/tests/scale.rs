@@ -6,8 +6,8 @@
 //! ignored `a_million_connections_between_two_pods` runs 1 000 000 (docs/scale.md).
 use std::time::Duration;
 
-use meshaccel_tests::scale::{self, map_entries, map_memory, mem_available, slab_bytes, slab_growth, MapEntries, Many};
 use meshaccel_common::names;
+use meshaccel_tests::scale::{self, map_entries, map_memory, mem_available, slab_bytes, slab_growth, Many, MapEntries};
 use meshaccel_tests::{Counters, TestNode};
 use serde_json::json;
 
@@ -26,7 +26,13 @@ fn assert_all_redirected(d: &Counters, conns: u64) {
 
 /// Opens `conns` with `open`, checks them and the maps, closes them, checks for leaks.
 /// Connections of opted-out pods must leave the counters and maps alone.
-fn open_check_close(node: &TestNode, conns: usize, accelerated: bool, timeout: Duration, open: impl FnOnce() -> anyhow::Result<Many>) {
+fn open_check_close(
+    node: &TestNode,
+    conns: usize,
+    accelerated: bool,
+    timeout: Duration,
+    open: impl FnOnce() -> anyhow::Result<Many>,
+) {
     // The first pod's ADD loaded the programs: the maps exist and hold the baseline.
     let base = map_entries(node).unwrap();
     let before = node.stats().unwrap();
@@ -40,11 +46,22 @@ fn open_check_close(node: &TestNode, conns: usize, accelerated: bool, timeout: D
         assert_all_redirected(&d, conns as u64);
         2
     } else {
-        assert_eq!(d, Counters { msgs_passed: d.msgs_passed, ..Counters::default() }, "opted out: nothing paired or redirected");
+        assert_eq!(
+            d,
+            Counters { msgs_passed: d.msgs_passed, ..Counters::default() },
+            "opted out: nothing paired or redirected"
+        );
         0
     };
-    let want_open = MapEntries { socks: base.socks + per_conn * conns, backlog: base.backlog + per_conn * conns, decision: base.decision };
-    assert_eq!(open_entries, want_open, "two sockets and two backlogs per open accelerated connection, no decision left");
+    let want_open = MapEntries {
+        socks: base.socks + per_conn * conns,
+        backlog: base.backlog + per_conn * conns,
+        decision: base.decision,
+    };
+    assert_eq!(
+        open_entries, want_open,
+        "two sockets and two backlogs per open accelerated connection, no decision left"
+    );
 
     let growth = slab_growth(&slab0, &slab1);
     let slab_total: i64 = growth.iter().map(|(_, b)| b).sum();

@@ -132,7 +132,13 @@ fn short_connections_through_the_sidecars_are_intact() {
     let before = counters(&node).unwrap();
     let srv = mesh::echo_server(&b, &format!("0.0.0.0:{APP_PORT}"), &[41]).unwrap();
     let (threads, requests) = (THREADS.to_string(), PER_THREAD.to_string());
-    let rr = mesh::rr(&a, &format!("{}:{APP_PORT}", b.ip()), 41, &["--conns", &threads, "--requests", &requests, "--reconnect"]).unwrap();
+    let rr = mesh::rr(
+        &a,
+        &format!("{}:{APP_PORT}", b.ip()),
+        41,
+        &["--conns", &threads, "--requests", &requests, "--reconnect"],
+    )
+    .unwrap();
     let done: Value = rr.finish(TIMEOUT).unwrap();
     let served = mesh::stop(srv).unwrap();
     let d = counters_since(&counters(&node).unwrap(), &before);

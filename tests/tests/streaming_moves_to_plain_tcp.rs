@@ -9,7 +9,12 @@ use meshaccel_tests::{Counters, TestNode};
 const CONNS: u64 = 4;
 
 /// `mode` traffic from a client pod to a server pod, writes of `write_size` bytes.
-fn run(server_mode: &str, client_mode: &str, write_size: u64, bytes: u64) -> (serde_json::Value, serde_json::Value, Counters) {
+fn run(
+    server_mode: &str,
+    client_mode: &str,
+    write_size: u64,
+    bytes: u64,
+) -> (serde_json::Value, serde_json::Value, Counters) {
     let node = TestNode::new().unwrap();
     let (srv_pod, cli_pod) = (node.accelerated_pod("server").unwrap(), node.accelerated_pod("client").unwrap());
     let before = node.stats().unwrap();

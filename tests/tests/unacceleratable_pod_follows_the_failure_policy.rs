@@ -52,7 +52,8 @@ fn passes_through(node: &TestNode, pod: &Pod, rt: &RuntimeConf, why: &str) {
     assert!(inv.success(), "{inv:?}");
     assert_eq!(inv.json().unwrap(), without_empty_dns(pod.result()), "prevResult must pass through");
     let log = node.plugin_log();
-    let line = log.lines().find(|l| l.contains("cannot accelerate this pod")).unwrap_or_else(|| panic!("no log line: {log}"));
+    let line =
+        log.lines().find(|l| l.contains("cannot accelerate this pod")).unwrap_or_else(|| panic!("no log line: {log}"));
     assert!(line.contains(why), "the log line should say {why:?}: {line}");
     assert_nothing_attached(node, rt);
 }

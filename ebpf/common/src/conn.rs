@@ -40,12 +40,15 @@ impl ConnKey {
     /// `active` is true for the connecting end. Sequence numbers are `snd_nxt`/`rcv_nxt`
     /// at the ESTABLISHED callback, when nothing but the SYNs has been exchanged.
     #[inline(always)]
-    pub const fn at_establishment(active: bool, local: Endpoint, remote: Endpoint, snd_nxt: u32, rcv_nxt: u32) -> ConnKey {
-        let (client, client_seq, server_seq, role) = if active {
-            (local, snd_nxt, rcv_nxt, Self::CLIENT)
-        } else {
-            (remote, rcv_nxt, snd_nxt, Self::SERVER)
-        };
+    pub const fn at_establishment(
+        active: bool,
+        local: Endpoint,
+        remote: Endpoint,
+        snd_nxt: u32,
+        rcv_nxt: u32,
+    ) -> ConnKey {
+        let (client, client_seq, server_seq, role) =
+            if active { (local, snd_nxt, rcv_nxt, Self::CLIENT) } else { (remote, rcv_nxt, snd_nxt, Self::SERVER) };
         ConnKey {
             client_ip4: client.ip4,
             client_port: client.port,

@@ -88,8 +88,15 @@ impl Rule {
     pub const RETURN: u32 = 1;
     /// uid/gid value meaning "any".
     pub const ANY_ID: u32 = u32::MAX;
-    pub const ANY_ACCEPT: Rule =
-        Rule { net4: 0, mask4: 0, port_lo: 0, port_hi: u16::MAX, uid: Self::ANY_ID, gid: Self::ANY_ID, action: Self::ACCEPT };
+    pub const ANY_ACCEPT: Rule = Rule {
+        net4: 0,
+        mask4: 0,
+        port_lo: 0,
+        port_hi: u16::MAX,
+        uid: Self::ANY_ID,
+        gid: Self::ANY_ID,
+        action: Self::ACCEPT,
+    };
 
     #[inline(always)]
     pub fn matches(&self, c: &RuleInput) -> bool {

@@ -48,7 +48,8 @@ pub(crate) fn record_listener(ops: *mut bpf_sock_ops) {
     let socket = socket_of(ctx_read!(ops, __bindgen_anon_2.sk).cast());
     let file = file_of(socket);
     if file != 0 {
-        let _ = LISTENERS.insert(&listener_key(ops, ip4), &Listener { socket, file, accepted_blocking: 0 }, BPF_ANY.into());
+        let _ =
+            LISTENERS.insert(&listener_key(ops, ip4), &Listener { socket, file, accepted_blocking: 0 }, BPF_ANY.into());
     }
 }
 

@@ -43,12 +43,8 @@ pub(crate) static DECISION: LruHashMap<ConnKey, u32, { DECISIONS_MAX_ENTRIES as 
 // Backlog::GONE); removed when the socket closes (STATE_CB).
 // Not preallocated: sized for a million connections, it holds only the live ones.
 #[btf_map]
-pub(crate) static BACKLOG: HashMap<
-    ConnKey,
-    Backlog,
-    { SOCKS_MAX_ENTRIES as usize },
-    { BPF_F_NO_PREALLOC as usize },
-> = HashMap::new();
+pub(crate) static BACKLOG: HashMap<ConnKey, Backlog, { SOCKS_MAX_ENTRIES as usize }, { BPF_F_NO_PREALLOC as usize }> =
+    HashMap::new();
 
 /// An sk_storage map whose values accepted sockets inherit from their listener
 /// (BPF_F_CLONE): aya-ebpf's `SkStorage` fixes its flags, so the BTF definition is
@@ -93,8 +89,7 @@ pub(crate) static NODE: Array<u32, { node::LEN as usize }> = Array::new();
 
 // Listening sockets of accelerated pods (see meshaccel_common::Listener).
 #[btf_map]
-pub(crate) static LISTENERS: LruHashMap<ListenerKey, Listener, { LISTENERS_MAX_ENTRIES as usize }> =
-    LruHashMap::new();
+pub(crate) static LISTENERS: LruHashMap<ListenerKey, Listener, { LISTENERS_MAX_ENTRIES as usize }> = LruHashMap::new();
 
 /// This socket's `CONN_STATE`, created when `create` is set.
 #[inline(always)]

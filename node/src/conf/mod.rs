@@ -117,10 +117,7 @@ impl PluginConf {
         parsed.smc.validate().map_err(|e| net(format!("smc: {e}")))?;
         parsed.sockmap.pod_config().map_err(net)?;
         crate::logging::parse_level(&parsed.log.level).ok_or_else(|| {
-            net(format!(
-                "log.level {:?} is not one of critical, error, warning, info, debug, trace",
-                parsed.log.level
-            ))
+            net(format!("log.level {:?} is not one of critical, error, warning, info, debug, trace", parsed.log.level))
         })?;
         Ok(parsed)
     }
@@ -154,9 +151,8 @@ impl PodIdentity {
     pub fn from_cni_args(args: Option<&str>) -> Result<Self, ConfError> {
         let mut id = PodIdentity::default();
         for pair in args.unwrap_or("").split(';').filter(|p| !p.is_empty()) {
-            let (k, v) = pair
-                .split_once('=')
-                .ok_or_else(|| ConfError::Env(format!("CNI_ARGS: {pair:?} is not KEY=VALUE")))?;
+            let (k, v) =
+                pair.split_once('=').ok_or_else(|| ConfError::Env(format!("CNI_ARGS: {pair:?} is not KEY=VALUE")))?;
             let slot = match k {
                 "K8S_POD_UID" => &mut id.uid,
                 "K8S_POD_NAMESPACE" => &mut id.namespace,

@@ -223,8 +223,13 @@ pub fn check_ueid(ueid: &str) -> Result<(), String> {
 
 /// Device names are single path components (they index sysfs).
 pub fn check_rdma_device(dev: &str) -> Result<(), String> {
-    let ok = !dev.is_empty() && dev.len() <= 63 && dev.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok { Ok(()) } else { Err(format!("rdmaDevice {dev:?}: 1–63 of a-z A-Z 0-9 _ -")) }
+    let ok =
+        !dev.is_empty() && dev.len() <= 63 && dev.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("rdmaDevice {dev:?}: 1–63 of a-z A-Z 0-9 _ -"))
+    }
 }
 
 pub const PREFIX: &str = "net.smc.";

@@ -85,8 +85,18 @@ fn oci_archive(name: &str, rootfs: &Path, entrypoint: &str, layout: &Path, out: 
     let layer = layout.join("layer.tar");
     run(
         "tar",
-        &["--sort=name", "--owner=0", "--group=0", "--numeric-owner", "--mtime=@0", "-C", rootfs.to_str().unwrap(),
-          "-cf", layer.to_str().unwrap(), "."],
+        &[
+            "--sort=name",
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+            "--mtime=@0",
+            "-C",
+            rootfs.to_str().unwrap(),
+            "-cf",
+            layer.to_str().unwrap(),
+            ".",
+        ],
     )?;
     let layer_size = fs::metadata(&layer)?.len();
     let layer_digest = store(layout, &layer)?;

@@ -236,11 +236,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     fn unmount_all(&self) -> Result<()> {
         let prefix = self.dir.display().to_string();
         let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
-        let mut points: Vec<&str> = mountinfo
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|p| p.starts_with(&prefix))
-            .collect();
+        let mut points: Vec<&str> =
+            mountinfo.lines().filter_map(|l| l.split(' ').nth(4)).filter(|p| p.starts_with(&prefix)).collect();
         points.sort_by_key(|p| std::cmp::Reverse(p.len()));
         for p in points {
             nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH).with_context(|| format!("umount {p}"))?;

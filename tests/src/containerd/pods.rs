@@ -70,7 +70,10 @@ impl Containerd {
             .into_inner()
             .pod_sandbox_id;
         let status = cri
-            .block_on(rs.pod_sandbox_status(api::PodSandboxStatusRequest { pod_sandbox_id: sandbox_id.clone(), verbose: false }))?
+            .block_on(rs.pod_sandbox_status(api::PodSandboxStatusRequest {
+                pod_sandbox_id: sandbox_id.clone(),
+                verbose: false,
+            }))?
             .into_inner()
             .status
             .context("no sandbox status")?;

@@ -40,7 +40,8 @@ impl Containerd {
 
     /// The hashes the sink has recorded, oldest first.
     pub fn received(&self, sink: &Sink) -> Result<Vec<String>> {
-        let out = self.exec(&sink.container, &["sh", "-c", &format!("cat {RECEIVED} 2>/dev/null || true")], EXEC_TIMEOUT)?;
+        let out =
+            self.exec(&sink.container, &["sh", "-c", &format!("cat {RECEIVED} 2>/dev/null || true")], EXEC_TIMEOUT)?;
         Ok(out.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect())
     }
 
