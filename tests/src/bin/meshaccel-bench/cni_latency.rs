@@ -263,10 +263,25 @@ impl CniLatency {
     }
 }
 
+/// `--pods N` of `cni` and `run`.
+#[derive(clap::Args, Debug)]
+pub struct Pods {
+    /// Pods for the CNI ADD/DEL latencies [default: 200, run --quick: 50].
+    #[arg(long, value_name = "N")]
+    pods: Option<usize>,
+}
+
+impl Pods {
+    /// The number given, else `default`.
+    pub fn or(&self, default: usize) -> usize {
+        self.pods.unwrap_or(default)
+    }
+}
+
 /// `meshaccel-bench cni [--pods N]`: only this part, on its own node; a first pod loads
 /// the programs (untimed), as the traffic pods do in `run`.
-pub fn run(a: &crate::args::Args) -> Result<()> {
-    let pods = a.get_or("pods", 200)?;
+pub fn run(a: &Pods) -> Result<()> {
+    let pods = a.or(200);
     let node = TestNode::new()?;
     let _warm = node.accelerated_pod("warm")?;
     let r = measure(&node, pods)?;

@@ -18,7 +18,6 @@ use meshaccel_tests::mesh::{self, counters, counters_since, Sidecar};
 use meshaccel_tests::{Pod, Proc, TestNode};
 use serde_json::{json, Value};
 
-use crate::args::Args;
 use crate::child::output_within;
 use crate::machine::loadavg;
 use crate::stats::spread;
@@ -190,10 +189,25 @@ fn measure(node: &TestNode, pair: &Pair, scenario: &str, conns: u32, secs: u64) 
     Ok(r)
 }
 
-pub fn run(a: &Args) -> Result<()> {
-    let secs: u64 = a.get_or("seconds", 10)?;
-    let rounds: usize = a.get_or("rounds", 3)?;
-    let conns: u32 = a.get_or("conns", 64)?;
+/// `mesh [--seconds N] [--rounds N] [--conns N] [--json PATH]`.
+#[derive(clap::Args, Debug)]
+pub struct MeshArgs {
+    /// Seconds per sample.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    seconds: u64,
+    /// Rounds; each measures both scenarios in both modes, alternating which mode goes first.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    rounds: usize,
+    /// Connections of each load generator.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    conns: u32,
+    /// Also write the summary and every sample here.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+}
+
+pub fn run(a: &MeshArgs) -> Result<()> {
+    let (secs, rounds, conns) = (a.seconds, a.rounds, a.conns);
     let node = TestNode::new()?;
     let pairs = [Pair::start(&node, Mode::Plain)?, Pair::start(&node, Mode::Accelerated)?];
     let mut samples: Vec<Value> = vec![];
@@ -212,8 +226,8 @@ pub fn run(a: &Args) -> Result<()> {
     }
     let summary = summarize(&samples);
     println!("{}", table(&summary, conns, secs, rounds));
-    if let Ok(path) = a.get::<String>("json") {
-        fs::write(&path, serde_json::to_string_pretty(&json!({"summary": summary, "samples": samples}))?)?;
+    if let Some(path) = &a.json {
+        fs::write(path, serde_json::to_string_pretty(&json!({"summary": summary, "samples": samples}))?)?;
     }
     Ok(())
 }
