@@ -19,8 +19,7 @@ const PANIC_CODE: u32 = 999;
 
 fn main() {
     if std::env::var_os("CNI_COMMAND").is_none() {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        if let Err(e) = cli::main(&args) {
+        if let Err(e) = cli::main(std::env::args_os()) {
             eprintln!("meshaccel: {e:#}");
             std::process::exit(1);
         }

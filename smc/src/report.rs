@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
 use super::{convert, fmodret, pnet, probe, rdma, reach, smcgen, sysctl};
@@ -33,24 +32,26 @@ pub struct ProbeNow {
     timeout: Duration,
 }
 
-/// Takes the probe options out of doctor's arguments; the rest is left to the CLI.
-pub fn take_probe_args(args: &[String]) -> anyhow::Result<(Option<ProbeNow>, Vec<String>)> {
-    let (mut on, mut peers, mut timeout_ms, mut rest) = (false, Vec::new(), probe::DEFAULT_TIMEOUT_MS, Vec::new());
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--probe" => on = true,
-            "--peer" => peers.push(it.next().context("--peer needs IP:PORT")?.parse().context("--peer IP:PORT")?),
-            "--timeout-ms" => {
-                timeout_ms = it.next().context("--timeout-ms needs a value")?.parse().context("--timeout-ms")?
-            }
-            _ => rest.push(a.clone()),
-        }
+/// doctor's probe options; --peer and --timeout-ms go with --probe.
+#[derive(clap::Args, Debug)]
+pub struct ProbeArgs {
+    /// Also probe RDMA reachability now, from the caller's netns.
+    #[arg(long)]
+    probe: bool,
+    /// With --probe: a peer's `meshaccel rdma-responder` (repeatable; default: the cached
+    /// verdict's peers).
+    #[arg(long = "peer", value_name = "IP:PORT", requires = "probe")]
+    peers: Vec<SocketAddr>,
+    /// With --probe: how long each peer's probe may take.
+    #[arg(long = "timeout-ms", value_name = "N", default_value_t = probe::DEFAULT_TIMEOUT_MS, requires = "probe")]
+    timeout_ms: u64,
+}
+
+impl ProbeArgs {
+    /// What to probe, when --probe was given.
+    pub fn requested(&self) -> Option<ProbeNow> {
+        self.probe.then(|| ProbeNow { peers: self.peers.clone(), timeout: Duration::from_millis(self.timeout_ms) })
     }
-    if !on && (!peers.is_empty() || timeout_ms != probe::DEFAULT_TIMEOUT_MS) {
-        bail!("--peer and --timeout-ms go with --probe");
-    }
-    Ok((on.then(|| ProbeNow { peers, timeout: Duration::from_millis(timeout_ms) }), rest))
 }
 
 fn probe_now(p: &ProbeNow, state_dir: &Path) -> Value {

@@ -8,52 +8,53 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use sideway::rdmacm::communication_manager::{EventType, Identifier};
 use slog::{debug, info, o, warn, Logger};
 
 use super::probe::DEFAULT_TIMEOUT_MS;
 use super::verbs::{self, Channel, Completion, Endpoint};
 
-pub const USAGE: &str = "meshaccel rdma-responder --listen IP:PORT [--timeout-ms N] [--max-conns N] [--log-level L]";
-
+/// `meshaccel rdma-responder`'s options.
+#[derive(clap::Args, Debug)]
 pub struct Options {
+    /// Where to listen for probes (an address of the node's RDMA netdev).
+    #[arg(long, value_name = "IP:PORT")]
     pub listen: SocketAddr,
-    pub timeout: Duration,
-    pub max_conns: usize,
+    /// How long one probe connection may live.
+    #[arg(long = "timeout-ms", value_name = "N", default_value_t = DEFAULT_TIMEOUT_MS, value_parser = positive)]
+    pub timeout_ms: u64,
+    /// Probe connections at a time; more are rejected.
+    #[arg(long = "max-conns", value_name = "N", default_value_t = 32, value_parser = positive)]
+    pub max_conns: u64,
+    /// critical, error, warning, info, debug or trace.
+    #[arg(long = "log-level", value_name = "L", default_value = "info", value_parser = level)]
     pub log_level: slog::Level,
 }
 
-fn parse(args: &[String]) -> Result<Options> {
-    let (mut listen, mut timeout_ms, mut max_conns, mut log_level) =
-        (None, DEFAULT_TIMEOUT_MS, 32usize, slog::Level::Info);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = || it.next().with_context(|| format!("{a} needs a value\nusage: {USAGE}"));
-        match a.as_str() {
-            "--listen" => listen = Some(value()?.parse::<SocketAddr>().context("--listen IP:PORT")?),
-            "--timeout-ms" => timeout_ms = value()?.parse().context("--timeout-ms")?,
-            "--max-conns" => max_conns = value()?.parse().context("--max-conns")?,
-            "--log-level" => {
-                let v = value()?;
-                log_level = meshaccel_node::logging::parse_level(v).with_context(|| format!("--log-level {v}"))?
-            }
-            other => bail!("unknown option {other}\nusage: {USAGE}"),
-        }
+fn positive(v: &str) -> Result<u64, String> {
+    match v.parse::<u64>() {
+        Ok(0) => Err("must be positive".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
     }
-    let listen = listen.with_context(|| format!("--listen is required\nusage: {USAGE}"))?;
-    if timeout_ms == 0 || max_conns == 0 {
-        bail!("--timeout-ms and --max-conns must be positive");
-    }
-    Ok(Options { listen, timeout: Duration::from_millis(timeout_ms), max_conns, log_level })
 }
 
-pub fn main(args: &[String]) -> Result<()> {
-    let opts = parse(args)?;
+fn level(v: &str) -> Result<slog::Level, String> {
+    meshaccel_node::logging::parse_level(v).ok_or_else(|| "want critical, error, warning, info, debug or trace".into())
+}
+
+impl Options {
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+pub fn main(opts: Options) -> Result<()> {
     let log = meshaccel_node::logging::logger("meshaccel", "", opts.log_level).new(o!("cmd" => "rdma-responder"));
     let r = Responder::bind(opts.listen)?;
     info!(log, "listening for RDMA reachability probes"; "listen" => %opts.listen,
-          "timeoutMs" => opts.timeout.as_millis() as u64, "maxConns" => opts.max_conns);
+          "timeoutMs" => opts.timeout_ms, "maxConns" => opts.max_conns);
     r.run(&opts, &log)
 }
 
@@ -93,14 +94,14 @@ impl Responder {
                 let _ = ev.ack();
                 let Some(id) = id else { continue };
                 match ty {
-                    EventType::ConnectRequest if conns.len() >= opts.max_conns => {
+                    EventType::ConnectRequest if conns.len() as u64 >= opts.max_conns => {
                         warn!(log, "too many probes in flight, rejecting one"; "inFlight" => conns.len());
                         // Dropping the request's id rejects it.
                     }
                     EventType::ConnectRequest => match accept(&id) {
                         Ok(ep) => {
                             info!(log, "accepted a probe connection"; "inFlight" => conns.len() + 1);
-                            conns.push(Conn { ep, id, deadline: Instant::now() + opts.timeout })
+                            conns.push(Conn { ep, id, deadline: Instant::now() + opts.timeout() })
                         }
                         Err(e) => warn!(log, "cannot accept a probe"; "error" => format!("{e:#}")),
                     },
@@ -163,20 +164,35 @@ fn serve(c: &mut Conn) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(String::from).collect()
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        opts: Options,
+    }
+
+    fn parse(s: &str) -> Result<Options, clap::Error> {
+        Cli::try_parse_from(std::iter::once("rdma-responder").chain(s.split_whitespace())).map(|c| c.opts)
     }
 
     #[test]
     fn options() {
-        let o = parse(&args("--listen 10.0.0.1:7471 --timeout-ms 500")).unwrap();
+        let o = parse("--listen 10.0.0.1:7471 --timeout-ms 500").unwrap();
         assert_eq!(o.listen, "10.0.0.1:7471".parse().unwrap());
-        assert_eq!(o.timeout, Duration::from_millis(500));
-        assert_eq!(o.max_conns, 32);
-        for bad in ["", "--listen", "--listen 10.0.0.1", "--listen 10.0.0.1:1 --max-conns 0", "--listen 10.0.0.1:1 --x"]
-        {
-            assert!(parse(&args(bad)).is_err(), "{bad:?} accepted");
+        assert_eq!(o.timeout(), Duration::from_millis(500));
+        assert_eq!((o.max_conns, o.log_level), (32, slog::Level::Info));
+        assert_eq!(parse("--listen 10.0.0.1:1 --log-level debug").unwrap().log_level, slog::Level::Debug);
+        for bad in [
+            "",
+            "--listen",
+            "--listen 10.0.0.1",
+            "--listen 10.0.0.1:1 --max-conns 0",
+            "--listen 10.0.0.1:1 --timeout-ms 0",
+            "--listen 10.0.0.1:1 --log-level loud",
+            "--listen 10.0.0.1:1 --x",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
         }
     }
 }

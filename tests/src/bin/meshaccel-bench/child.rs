@@ -9,7 +9,12 @@ use anyhow::{bail, Context, Result};
 
 /// stdout of `cmd` if it exits successfully within `timeout`.
 pub fn output_within(mut cmd: Command, timeout: Duration) -> Result<String> {
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().with_context(|| format!("spawn {cmd:?}"))?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawn {cmd:?}"))?;
     let drain = |mut r: Box<dyn Read + Send>| {
         thread::spawn(move || {
             let mut s = String::new();

@@ -89,7 +89,11 @@ pub fn measure(node: &TestNode, pods: usize) -> Result<CniLatency> {
         }
         let t = by_plugin.entry(plugin.to_string()).or_default();
         t.peak_rss_kib = t.peak_rss_kib.max(rss);
-        if add { t.add.push(d) } else { t.del.push(d) }
+        if add {
+            t.add.push(d)
+        } else {
+            t.del.push(d)
+        }
     };
     let mut record_all = |timings: &meshaccel_tests::cni::Timings, add: bool| {
         timings.iter().for_each(|t| record(&t.plugin, t.elapsed, t.max_rss_kib, add));
@@ -124,7 +128,12 @@ pub fn measure(node: &TestNode, pods: usize) -> Result<CniLatency> {
         .iter()
         .map(|p| {
             let t = &by_plugin[p];
-            PluginTimes { plugin: p.clone(), add: percentiles(&t.add), del: percentiles(&t.del), peak_rss_kib: t.peak_rss_kib }
+            PluginTimes {
+                plugin: p.clone(),
+                add: percentiles(&t.add),
+                del: percentiles(&t.del),
+                peak_rss_kib: t.peak_rss_kib,
+            }
         })
         .collect();
     Ok(CniLatency { pods, plugins, installer, installer_error })
@@ -145,7 +154,8 @@ impl Installer {
         for d in [&conf, &bin, &state] {
             fs::create_dir_all(d)?;
         }
-        let primary = json!({"cniVersion": "1.0.0", "name": "bench", "plugins": [{"type": "bridge", "bridge": "cni0"}]});
+        let primary =
+            json!({"cniVersion": "1.0.0", "name": "bench", "plugins": [{"type": "bridge", "bridge": "cni0"}]});
         fs::write(conf.join("10-bridge.conflist"), primary.to_string())?;
         let ready = dir.join("ready");
         let child = Command::new(binaries::installer())
@@ -174,7 +184,10 @@ impl Installer {
         let mut inst = Self { child, started: Instant::now() };
         while !ready.exists() {
             if let Some(status) = inst.child.try_wait()? {
-                bail!("meshaccel-installer exited ({status}): {}", fs::read_to_string(dir.join("installer.log")).unwrap_or_default());
+                bail!(
+                    "meshaccel-installer exited ({status}): {}",
+                    fs::read_to_string(dir.join("installer.log")).unwrap_or_default()
+                );
             }
             if inst.started.elapsed() > Duration::from_secs(60) {
                 bail!("meshaccel-installer not ready within 60 s");
@@ -187,10 +200,17 @@ impl Installer {
     fn memory(&self) -> Result<InstallerMemory> {
         let status = fs::read_to_string(Path::new("/proc").join(self.child.id().to_string()).join("status"))?;
         let kib = |key: &str| -> Result<u64> {
-            let v = status.lines().find_map(|l| l.strip_prefix(key)).with_context(|| format!("{key} in /proc/PID/status"))?;
+            let v = status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .with_context(|| format!("{key} in /proc/PID/status"))?;
             Ok(v.trim().trim_end_matches("kB").trim().parse()?)
         };
-        Ok(InstallerMemory { vm_hwm_kib: kib("VmHWM:")?, vm_rss_kib: kib("VmRSS:")?, after_secs: self.started.elapsed().as_secs_f64() })
+        Ok(InstallerMemory {
+            vm_hwm_kib: kib("VmHWM:")?,
+            vm_rss_kib: kib("VmRSS:")?,
+            after_secs: self.started.elapsed().as_secs_f64(),
+        })
     }
 }
 
@@ -206,7 +226,11 @@ fn mib(kib: u64) -> f64 {
 }
 
 fn verdict(ok: bool) -> &'static str {
-    if ok { "met" } else { "**missed**" }
+    if ok {
+        "met"
+    } else {
+        "**missed**"
+    }
 }
 
 impl CniLatency {
@@ -226,7 +250,14 @@ impl CniLatency {
             let _ = writeln!(
                 out,
                 "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} |",
-                p.plugin, a.p50_ms, a.p99_ms, a.max_ms, d.p50_ms, d.p99_ms, d.max_ms, mib(p.peak_rss_kib)
+                p.plugin,
+                a.p50_ms,
+                a.p99_ms,
+                a.max_ms,
+                d.p50_ms,
+                d.p99_ms,
+                d.max_ms,
+                mib(p.peak_rss_kib)
             );
         }
         let _ = writeln!(out);
@@ -263,10 +294,25 @@ impl CniLatency {
     }
 }
 
+/// `--pods N` of `cni` and `run`.
+#[derive(clap::Args, Debug)]
+pub struct Pods {
+    /// Pods for the CNI ADD/DEL latencies [default: 200, run --quick: 50].
+    #[arg(long, value_name = "N")]
+    pods: Option<usize>,
+}
+
+impl Pods {
+    /// The number given, else `default`.
+    pub fn or(&self, default: usize) -> usize {
+        self.pods.unwrap_or(default)
+    }
+}
+
 /// `meshaccel-bench cni [--pods N]`: only this part, on its own node; a first pod loads
 /// the programs (untimed), as the traffic pods do in `run`.
-pub fn run(a: &crate::args::Args) -> Result<()> {
-    let pods = a.get_or("pods", 200)?;
+pub fn run(a: &Pods) -> Result<()> {
+    let pods = a.or(200);
     let node = TestNode::new()?;
     let _warm = node.accelerated_pod("warm")?;
     let r = measure(&node, pods)?;

@@ -17,11 +17,62 @@ use anyhow::{bail, Context, Result};
 use nix::errno::Errno;
 use nix::sched::{sched_setaffinity, CpuSet};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
-use nix::sys::socket::{self, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrLike, SockaddrStorage, UnixAddr};
+use nix::sys::socket::{
+    self, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrLike, SockaddrStorage, UnixAddr,
+};
 use nix::unistd::{read, write, Pid};
 use serde_json::json;
 
-use crate::args::Args;
+/// `conn-server (--listen ADDR | --unix PATH) [--cpu N]`, inside a pod or outside.
+#[derive(clap::Args, Debug)]
+pub struct ServerArgs {
+    #[command(flatten)]
+    at: Listen,
+    #[command(flatten)]
+    cpu: Cpu,
+}
+
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = false)]
+struct Listen {
+    /// TCP address to listen on.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// AF_UNIX path to listen on (the reference).
+    #[arg(long, value_name = "PATH")]
+    unix: Option<String>,
+}
+
+/// `conn-client (--connect ADDR | --unix PATH) --secs N [--cpu N]`.
+#[derive(clap::Args, Debug)]
+pub struct ClientArgs {
+    #[command(flatten)]
+    to: Connect,
+    /// How long to make connections.
+    #[arg(long)]
+    secs: f64,
+    #[command(flatten)]
+    cpu: Cpu,
+}
+
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = false)]
+struct Connect {
+    /// TCP address to connect to.
+    #[arg(long, value_name = "ADDR")]
+    connect: Option<SocketAddr>,
+    /// AF_UNIX path to connect to (the reference).
+    #[arg(long, value_name = "PATH")]
+    unix: Option<String>,
+}
+
+/// `--cpu N`: both ends pin themselves when the bench pins.
+#[derive(clap::Args, Debug)]
+struct Cpu {
+    /// Pin to this CPU.
+    #[arg(long, value_name = "N")]
+    cpu: Option<usize>,
+}
 
 /// A stalled exchange fails after this (the bench's deadline for the whole client is longer).
 const STALL: Duration = Duration::from_secs(5);
@@ -29,11 +80,8 @@ const STALL: Duration = Duration::from_secs(5);
 const LISTENER: u64 = u64::MAX;
 
 /// Pins the calling thread to `--cpu` when given.
-pub fn pin_from(a: &Args) -> Result<()> {
-    match a.get_or("cpu", String::new())? {
-        s if s.is_empty() => Ok(()),
-        s => pin(s.parse()?),
-    }
+fn pin_from(a: &Cpu) -> Result<()> {
+    a.cpu.map_or(Ok(()), pin)
 }
 
 pub fn pin(cpu: usize) -> Result<()> {
@@ -49,10 +97,11 @@ fn emit(v: serde_json::Value) {
 }
 
 /// `--listen ADDR` or `--connect ADDR` (TCP), else `--unix PATH`.
-fn address(a: &Args, tcp_flag: &str) -> Result<Box<dyn SockaddrLike>> {
-    Ok(match a.get_or("unix", String::new())? {
-        p if p.is_empty() => Box::new(SockaddrStorage::from(a.get::<SocketAddr>(tcp_flag)?)),
-        p => Box::new(UnixAddr::new(p.as_str())?),
+fn address(tcp: Option<SocketAddr>, unix: Option<&str>) -> Result<Box<dyn SockaddrLike>> {
+    Ok(match (tcp, unix) {
+        (_, Some(p)) => Box::new(UnixAddr::new(p)?),
+        (Some(a), None) => Box::new(SockaddrStorage::from(a)),
+        (None, None) => bail!("no address"),
     })
 }
 
@@ -67,9 +116,9 @@ fn nonblocking_socket(addr: &dyn SockaddrLike) -> nix::Result<OwnedFd> {
 }
 
 /// `conn-server`: prints `listening`, then serves until killed.
-pub fn serve(a: &Args) -> Result<()> {
-    pin_from(a)?;
-    let addr = address(a, "listen")?;
+pub fn serve(a: &ServerArgs) -> Result<()> {
+    pin_from(&a.cpu)?;
+    let addr = address(a.at.listen, a.at.unix.as_deref())?;
     let listener = nonblocking_socket(&*addr)?;
     if is_tcp(&*addr) {
         socket::setsockopt(&listener, sockopt::ReuseAddr, &true)?;
@@ -144,7 +193,9 @@ impl Client {
         loop {
             match self.epoll.wait(&mut [EpollEvent::empty()], 100u8) {
                 Ok(1..) => return Ok(()),
-                Ok(0) if since.elapsed() > STALL => return Err(io::Error::other(format!("no {flags:?} for {STALL:?}"))),
+                Ok(0) if since.elapsed() > STALL => {
+                    return Err(io::Error::other(format!("no {flags:?} for {STALL:?}")))
+                }
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -192,10 +243,15 @@ impl Client {
 
 /// `conn-client`: connections for `--secs`, then `{"event": "done", "conns", "secs",
 /// "errors"}`.
-pub fn client(a: &Args) -> Result<()> {
-    pin_from(a)?;
-    let secs: f64 = a.get("secs")?;
-    let c = Client { epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?, interest: Cell::new(EpollFlags::empty()), target: address(a, "connect")? };
+pub fn client(a: &ClientArgs) -> Result<()> {
+    pin_from(&a.cpu)?;
+    let secs = a.secs;
+    let target = address(a.to.connect, a.to.unix.as_deref())?;
+    let c = Client {
+        epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
+        interest: Cell::new(EpollFlags::empty()),
+        target,
+    };
     let (start, mut conns, mut errors) = (Instant::now(), 0u64, Vec::<String>::new());
     let deadline = start + Duration::from_secs_f64(secs);
     while Instant::now() < deadline && errors.len() < 5 {

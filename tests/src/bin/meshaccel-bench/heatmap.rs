@@ -27,11 +27,19 @@ pub fn svg(cells: &[Summary], sizes: &[usize], caption: &str) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif">"#
     );
     let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(out, r#"<text x="10" y="20" font-size="15" font-weight="bold">meshaccel: accelerated ÷ plain (speed; &gt; 1 is faster), median (min–max)</text>"#);
+    let _ = writeln!(
+        out,
+        r#"<text x="10" y="20" font-size="15" font-weight="bold">meshaccel: accelerated ÷ plain (speed; &gt; 1 is faster), median (min–max)</text>"#
+    );
     let _ = writeln!(out, r#"<text x="10" y="38" font-size="11" fill="dimgray">{}</text>"#, escape(caption));
     for (i, size) in sizes.iter().enumerate() {
         let x = LABEL_W + i * CELL_W + CELL_W / 2;
-        let _ = writeln!(out, r#"<text x="{x}" y="{}" font-size="12" text-anchor="middle">{}</text>"#, TOP - 4, size_label(*size));
+        let _ = writeln!(
+            out,
+            r#"<text x="{x}" y="{}" font-size="12" text-anchor="middle">{}</text>"#,
+            TOP - 4,
+            size_label(*size)
+        );
     }
     for (r, &(scenario, metric)) in rows.iter().enumerate() {
         let y = TOP + r * CELL_H;
@@ -64,15 +72,31 @@ fn cell(out: &mut String, x: usize, y: usize, w: usize, c: Option<&Summary>) {
         Some((c, r)) => {
             let t = (r.median.log2() / SATURATE).clamp(-1.0, 1.0);
             let mark = if c.partial { "†" } else { "" };
-            (colour(t), if t.abs() > 0.6 { "white" } else { "black" }, format!("{:.2}×{mark}", r.median), format!("{:.2}–{:.2}", r.min, r.max))
+            (
+                colour(t),
+                if t.abs() > 0.6 { "white" } else { "black" },
+                format!("{:.2}×{mark}", r.median),
+                format!("{:.2}–{:.2}", r.min, r.max),
+            )
         }
         None if c.is_some() => ("#bdbdbd".into(), "black", "invalid".into(), "see results.md".into()),
         None => ("#eeeeee".into(), "#777", "—".into(), String::new()),
     };
     let (cx, cy) = (x + w / 2, y + CELL_H / 2);
-    let _ = writeln!(out, r#"<rect x="{x}" y="{y}" width="{w}" height="{CELL_H}" fill="{fill}" stroke="white" stroke-width="2"/>"#);
-    let _ = writeln!(out, r#"<text x="{cx}" y="{}" font-size="14" font-weight="bold" text-anchor="middle" fill="{ink}">{main}</text>"#, cy);
-    let _ = writeln!(out, r#"<text x="{cx}" y="{}" font-size="10" text-anchor="middle" fill="{ink}">{sub}</text>"#, cy + 14);
+    let _ = writeln!(
+        out,
+        r#"<rect x="{x}" y="{y}" width="{w}" height="{CELL_H}" fill="{fill}" stroke="white" stroke-width="2"/>"#
+    );
+    let _ = writeln!(
+        out,
+        r#"<text x="{cx}" y="{}" font-size="14" font-weight="bold" text-anchor="middle" fill="{ink}">{main}</text>"#,
+        cy
+    );
+    let _ = writeln!(
+        out,
+        r#"<text x="{cx}" y="{}" font-size="10" text-anchor="middle" fill="{ink}">{sub}</text>"#,
+        cy + 14
+    );
 }
 
 /// White at 0, red towards -1 (slower), blue towards +1 (faster).
@@ -86,14 +110,29 @@ fn legend(out: &mut String, y: usize) {
     let (x0, w, steps) = (LABEL_W, 300usize, 30usize);
     for i in 0..steps {
         let t = -1.0 + 2.0 * (i as f64 + 0.5) / steps as f64;
-        let _ = writeln!(out, r#"<rect x="{}" y="{y}" width="{}" height="14" fill="{}"/>"#, x0 + i * w / steps, w / steps + 1, colour(t));
+        let _ = writeln!(
+            out,
+            r#"<rect x="{}" y="{y}" width="{}" height="14" fill="{}"/>"#,
+            x0 + i * w / steps,
+            w / steps + 1,
+            colour(t)
+        );
     }
     for (label, t) in [("¼×", -1.0), ("½×", -0.5), ("1×", 0.0), ("2×", 0.5), ("4×", 1.0)] {
         let x = x0 as f64 + (t + 1.0) / 2.0 * w as f64;
         let _ = writeln!(out, r#"<text x="{x:.0}" y="{}" font-size="11" text-anchor="middle">{label}</text>"#, y + 28);
     }
-    let _ = writeln!(out, r#"<text x="{}" y="{}" font-size="11" text-anchor="end">slower ← → faster</text>"#, x0 - 8, y + 11);
-    let _ = writeln!(out, r#"<text x="{x0}" y="{}" font-size="10" fill="dimgray">† some accelerated samples had &lt; 90 % of their bytes redirected; grey: no valid sample</text>"#, y + 48);
+    let _ = writeln!(
+        out,
+        r#"<text x="{}" y="{}" font-size="11" text-anchor="end">slower ← → faster</text>"#,
+        x0 - 8,
+        y + 11
+    );
+    let _ = writeln!(
+        out,
+        r#"<text x="{x0}" y="{}" font-size="10" fill="dimgray">† some accelerated samples had &lt; 90 % of their bytes redirected; grey: no valid sample</text>"#,
+        y + 48
+    );
 }
 
 fn escape(s: &str) -> String {

@@ -15,7 +15,9 @@ pub struct Machine {
 impl Machine {
     pub fn now() -> Self {
         let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, m)| m.trim().to_string()));
+        let model = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, m)| m.trim().to_string()));
         Self {
             cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
             cpu_model: model.unwrap_or_else(|| "unknown".into()),

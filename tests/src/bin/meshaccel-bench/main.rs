@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! meshaccel-bench [run] [--quick] [--reps N] [--sizes 16,64,1K,…] [--secs N] [--pods N]
-//!                       [--out DIR] [--pin | --no-pin]
+//!                       [--out DIR] [--pin | --no-pin]         (`COMMAND --help`: its options)
 //! meshaccel-bench conn-server (--listen ADDR | --unix PATH) [--cpu N]     (inside a pod)
 //! meshaccel-bench conn-client (--connect ADDR | --unix PATH) --secs N [--cpu N]
 //! meshaccel-bench mesh [--seconds N] [--rounds N] [--conns N] [--json PATH]   (docs/mesh.md)
@@ -16,8 +16,6 @@
 //! then CNI ADD/DEL latency per plugin over `--pods` pods. It prints a Markdown table and
 //! writes it, a JSON file with every sample and an SVG heatmap to `--out`. See
 //! docs/benchmark.md.
-#[path = "../meshaccel-testkit/args.rs"]
-mod args;
 mod child;
 mod cni_latency;
 mod connrate;
@@ -35,25 +33,102 @@ mod stats;
 
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "meshaccel-bench",
+    about = "Same-node TCP plain vs accelerated, through the real CNI chain (docs/benchmark.md)",
+    subcommand_value_name = "COMMAND",
+    subcommand_help_heading = "Commands (default: run)",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// `run`'s options, when no command is given.
+    #[command(flatten)]
+    run: opts::RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// The whole benchmark: the matrix, the AF_UNIX reference, CNI ADD/DEL latency; needs root.
+    Run(opts::RunArgs),
+    /// Connection-rate server (inside a pod); prints `listening`, serves until killed.
+    ConnServer(connrate::ServerArgs),
+    /// Connection-rate client: connections for --secs, then a `done` line.
+    ConnClient(connrate::ClientArgs),
+    /// Sidecar mesh: plain vs accelerated meshed pod pairs, HTTP and TCP echo (docs/mesh.md).
+    Mesh(mesh::MeshArgs),
+    /// Only the CNI ADD/DEL latency and the plugin's and installer's memory.
+    Cni(cni_latency::Pods),
+}
+
 fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let (cmd, rest) = match argv.split_first() {
-        Some((c, r)) if !c.starts_with("--") => (c.as_str(), r),
-        _ => ("run", &argv[..]),
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        None => run::run(&opts::Opts::new(cli.run)),
+        Some(Cmd::Run(a)) => run::run(&opts::Opts::new(a)),
+        Some(Cmd::ConnServer(a)) => connrate::serve(&a),
+        Some(Cmd::ConnClient(a)) => connrate::client(&a),
+        Some(Cmd::Mesh(a)) => mesh::run(&a),
+        Some(Cmd::Cni(a)) => cni_latency::run(&a),
     };
-    let result = args::Args::parse(rest).and_then(|a| match cmd {
-        "run" => opts::Opts::parse(&a).and_then(|o| run::run(&o)),
-        "conn-server" => connrate::serve(&a),
-        "conn-client" => connrate::client(&a),
-        "mesh" => mesh::run(&a),
-        "cni" => cni_latency::run(&a),
-        _ => Err(anyhow::anyhow!("usage: meshaccel-bench [run|conn-server|conn-client|mesh|cni] … (see the source)")),
-    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("meshaccel-bench: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("meshaccel-bench").chain(line.split_whitespace()))
+    }
+
+    #[test]
+    fn command_lines_parse() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        for ok in [
+            "",
+            "--quick",
+            "--sizes 64 --reps 1 --pods 3 --out /tmp/x",
+            "run --out target/x --quick --pin",
+            "run --sizes 16,1K,4KiB --secs 2 --no-pin",
+            "conn-server --listen 0.0.0.0:7400 --cpu 1",
+            "conn-server --unix /tmp/c.sock",
+            "conn-client --connect 10.0.0.2:7400 --secs 1 --cpu 0",
+            "conn-client --unix /tmp/c.sock --secs 1",
+            "mesh --seconds 1 --rounds 1 --conns 4 --json /tmp/m.json",
+            "cni --pods 20",
+        ] {
+            parse(ok).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+        }
+        for bad in [
+            "run --bogus",
+            "run --pin --no-pin",
+            "run --reps 0",
+            "run --secs 0",
+            "run --sizes 1",
+            "--quick run",
+            "conn-server",
+            "conn-server --listen 0.0.0.0:7400 --unix /tmp/c.sock",
+            "conn-client --connect 10.0.0.2:7400",
+            "mesh --json",
+            "cni --pods x",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
+        }
+        // --help of a command prints its help; it never starts the command.
+        for help in ["--help", "run --help", "run -h", "help run", "cni --help"] {
+            assert_eq!(parse(help).unwrap_err().kind(), clap::error::ErrorKind::DisplayHelp, "{help}");
         }
     }
 }

@@ -198,11 +198,17 @@ impl Summary {
                 Some(key.metric.speedup(p, a.valid_value()?))
             })
             .collect();
-        let shares = runs.accelerated.iter().filter(|a| a.invalid.is_none() && !a.chose_plain).filter_map(|a| a.redirected_share);
+        let shares = runs
+            .accelerated
+            .iter()
+            .filter(|a| a.invalid.is_none() && !a.chose_plain)
+            .filter_map(|a| a.redirected_share);
         let min_share = shares.reduce(f64::min);
         let problems = [("plain", &runs.plain), ("accelerated", &runs.accelerated)]
             .iter()
-            .flat_map(|(m, v)| v.iter().filter_map(move |s| Some(format!("{m} rep {}: {}", s.rep + 1, s.invalid.as_ref()?))))
+            .flat_map(|(m, v)| {
+                v.iter().filter_map(move |s| Some(format!("{m} rep {}: {}", s.rep + 1, s.invalid.as_ref()?)))
+            })
             .collect();
         Self {
             key,

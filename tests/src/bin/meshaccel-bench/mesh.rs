@@ -18,7 +18,6 @@ use meshaccel_tests::mesh::{self, counters, counters_since, Sidecar};
 use meshaccel_tests::{Pod, Proc, TestNode};
 use serde_json::{json, Value};
 
-use crate::args::Args;
 use crate::child::output_within;
 use crate::machine::loadavg;
 use crate::stats::spread;
@@ -108,7 +107,12 @@ impl Pair {
         let url = format!("http://{}:{HTTP_PORT}/1k", self.server.ip());
         let (c, d) = (conns.to_string(), format!("{secs}s"));
         let threads = conns.min(2).to_string();
-        let wrk = mesh::container_command(&self.client, "app", "wrk", &["-t", &threads, "-c", &c, "-d", &d, "--latency", &url])?;
+        let wrk = mesh::container_command(
+            &self.client,
+            "app",
+            "wrk",
+            &["-t", &threads, "-c", &c, "-d", &d, "--latency", &url],
+        )?;
         parse_wrk(&output_within(wrk, Duration::from_secs(secs + 60)).context("wrk")?)
     }
 
@@ -161,7 +165,8 @@ fn duration_us(s: &str) -> Result<f64> {
 /// Whole-machine CPU time from /proc/stat, in clock ticks: (busy without softirq, softirq, idle).
 fn machine_cpu() -> Result<[u64; 3]> {
     let stat = fs::read_to_string("/proc/stat")?;
-    let cpu: Vec<u64> = stat.lines().next().context("/proc/stat")?.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
+    let cpu: Vec<u64> =
+        stat.lines().next().context("/proc/stat")?.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
     // user nice system idle iowait irq softirq steal
     let busy = cpu[0] + cpu[1] + cpu[2] + cpu[5] + cpu[7];
     Ok([busy, cpu[6], cpu[3] + cpu[4]])
@@ -179,21 +184,39 @@ fn measure(node: &TestNode, pair: &Pair, scenario: &str, conns: u32, secs: u64) 
     let requests = (r["qps"].as_f64().unwrap_or(0.0) * secs as f64).max(1.0);
     let per_request: BTreeMap<_, _> = cpu1
         .iter()
-        .map(|(k, (u, s))| (k.clone(), json!({"user": (u - cpu0[k].0) as f64 / requests, "system": (s - cpu0[k].1) as f64 / requests})))
+        .map(|(k, (u, s))| {
+            (k.clone(), json!({"user": (u - cpu0[k].0) as f64 / requests, "system": (s - cpu0[k].1) as f64 / requests}))
+        })
         .collect();
     let ticks: Vec<u64> = (0..3).map(|i| m1[i] - m0[i]).collect();
     let total = ticks.iter().sum::<u64>().max(1) as f64;
     r["cpu_us_per_request"] = json!(per_request);
-    r["machine"] = json!({"busy": ticks[0] as f64 / total, "softirq": ticks[1] as f64 / total, "idle": ticks[2] as f64 / total});
+    r["machine"] =
+        json!({"busy": ticks[0] as f64 / total, "softirq": ticks[1] as f64 / total, "idle": ticks[2] as f64 / total});
     r["counters"] = json!(counters_since(&c1, &c0));
     r["loadavg"] = json!(loadavg().split_whitespace().next().and_then(|l| l.parse::<f64>().ok()));
     Ok(r)
 }
 
-pub fn run(a: &Args) -> Result<()> {
-    let secs: u64 = a.get_or("seconds", 10)?;
-    let rounds: usize = a.get_or("rounds", 3)?;
-    let conns: u32 = a.get_or("conns", 64)?;
+/// `mesh [--seconds N] [--rounds N] [--conns N] [--json PATH]`.
+#[derive(clap::Args, Debug)]
+pub struct MeshArgs {
+    /// Seconds per sample.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    seconds: u64,
+    /// Rounds; each measures both scenarios in both modes, alternating which mode goes first.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    rounds: usize,
+    /// Connections of each load generator.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    conns: u32,
+    /// Also write the summary and every sample here.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+}
+
+pub fn run(a: &MeshArgs) -> Result<()> {
+    let (secs, rounds, conns) = (a.seconds, a.rounds, a.conns);
     let node = TestNode::new()?;
     let pairs = [Pair::start(&node, Mode::Plain)?, Pair::start(&node, Mode::Accelerated)?];
     let mut samples: Vec<Value> = vec![];
@@ -212,8 +235,8 @@ pub fn run(a: &Args) -> Result<()> {
     }
     let summary = summarize(&samples);
     println!("{}", table(&summary, conns, secs, rounds));
-    if let Ok(path) = a.get::<String>("json") {
-        fs::write(&path, serde_json::to_string_pretty(&json!({"summary": summary, "samples": samples}))?)?;
+    if let Some(path) = &a.json {
+        fs::write(path, serde_json::to_string_pretty(&json!({"summary": summary, "samples": samples}))?)?;
     }
     Ok(())
 }
@@ -224,12 +247,18 @@ fn summarize(samples: &[Value]) -> Value {
     for scenario in ["http", "echo"] {
         for mode in [Mode::Plain, Mode::Accelerated].map(Mode::name) {
             let mine: Vec<&Value> = samples.iter().filter(|s| s["scenario"] == scenario && s["mode"] == mode).collect();
-            let med = |f: &dyn Fn(&Value) -> Option<f64>| spread(&mine.iter().filter_map(|s| f(s)).collect::<Vec<_>>()).map_or(0.0, |s| s.median);
+            let med = |f: &dyn Fn(&Value) -> Option<f64>| {
+                spread(&mine.iter().filter_map(|s| f(s)).collect::<Vec<_>>()).map_or(0.0, |s| s.median)
+            };
             let mut m = json!({});
             for k in ["qps", "p50_us", "p90_us", "p99_us"] {
                 m[k] = json!(med(&|s| s[k].as_f64()));
             }
-            let containers: Vec<String> = mine.first().and_then(|s| s["cpu_us_per_request"].as_object()).map(|o| o.keys().cloned().collect()).unwrap_or_default();
+            let containers: Vec<String> = mine
+                .first()
+                .and_then(|s| s["cpu_us_per_request"].as_object())
+                .map(|o| o.keys().cloned().collect())
+                .unwrap_or_default();
             for c in containers {
                 for k in ["user", "system"] {
                     m["cpu_us_per_request"][&c][k] = json!(med(&|s| s["cpu_us_per_request"][&c][k].as_f64()));
@@ -249,7 +278,12 @@ fn summarize(samples: &[Value]) -> Value {
 }
 
 fn table(s: &Value, conns: u32, secs: u64, rounds: usize) -> String {
-    let sides = ["client/app".to_string(), format!("client/{}", Sidecar::CONTAINER), format!("server/{}", Sidecar::CONTAINER), "server/app".to_string()];
+    let sides = [
+        "client/app".to_string(),
+        format!("client/{}", Sidecar::CONTAINER),
+        format!("server/{}", Sidecar::CONTAINER),
+        "server/app".to_string(),
+    ];
     let mut t = format!(
         "Sidecar mesh, {conns} connections, {BODY} B bodies/requests, {secs} s × {rounds} rounds (medians)\n\n\
          | scenario | mode | QPS | P50 µs | P90 µs | P99 µs | CPU µs/request user+system: {} | load |\n\
@@ -269,12 +303,23 @@ fn table(s: &Value, conns: u32, secs: u64, rounds: usize) -> String {
                 .collect();
             t += &format!(
                 "| {scenario} | {mode} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:.1} |\n",
-                num("qps"), num("p50_us"), num("p90_us"), num("p99_us"), cpu.join(", "), num("loadavg")
+                num("qps"),
+                num("p50_us"),
+                num("p90_us"),
+                num("p99_us"),
+                cpu.join(", "),
+                num("loadavg")
             );
         }
         let (p, a) = (&s[scenario]["plain"], &s[scenario]["accelerated"]);
         let ratio = |k: &str| a[k].as_f64().unwrap_or(0.0) / p[k].as_f64().unwrap_or(1.0).max(1e-9);
-        t += &format!("| {scenario} | **accelerated / plain** | **{:.2}×** | {:.2}× | {:.2}× | {:.2}× | | |\n", ratio("qps"), ratio("p50_us"), ratio("p90_us"), ratio("p99_us"));
+        t += &format!(
+            "| {scenario} | **accelerated / plain** | **{:.2}×** | {:.2}× | {:.2}× | {:.2}× | | |\n",
+            ratio("qps"),
+            ratio("p50_us"),
+            ratio("p90_us"),
+            ratio("p99_us")
+        );
     }
     t
 }

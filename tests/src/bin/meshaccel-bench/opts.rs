@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use crate::args::Args;
+use crate::cni_latency::Pods;
 use crate::machine::loadavg;
 use crate::sockperf::{MAX_SIZE, MIN_SIZE};
 
@@ -12,6 +12,35 @@ use crate::sockperf::{MAX_SIZE, MIN_SIZE};
 const ALL_SIZES: [usize; 7] = [16, 64, 256, 1 << 10, 4 << 10, 16 << 10, MAX_SIZE];
 /// One small-write, one mid and one bulk size: enough to see each regime in the demo.
 const QUICK_SIZES: [usize; 3] = [16, 1 << 10, MAX_SIZE];
+
+/// `run`'s flags (also taken with no command: `meshaccel-bench --quick`).
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The demo's matrix: 3 sizes, 3 repetitions, 50 pods.
+    #[arg(long)]
+    quick: bool,
+    /// Interleaved repetitions; every cell is a median over them [default: 5, --quick: 3].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    reps: Option<u64>,
+    /// Message sizes, comma-separated (64, 1K, 4KiB), sockperf's 14 to 65507 bytes
+    /// [default: 16,64,256,1K,4K,16K,65507; --quick: 16,1K,65507].
+    #[arg(long, value_name = "SIZES", value_delimiter = ',', value_parser = parse_size)]
+    sizes: Vec<usize>,
+    /// Seconds per sample (sockperf takes whole seconds).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    secs: u32,
+    #[command(flatten)]
+    pods: Pods,
+    /// Where results.md, results.json and heatmap.svg go.
+    #[arg(long, value_name = "DIR", default_value = "target/meshaccel-bench")]
+    out: PathBuf,
+    /// Client on CPU 0, server on CPU 1 [default: only on an idle machine].
+    #[arg(long, conflicts_with = "no_pin")]
+    pin: bool,
+    /// Never pin.
+    #[arg(long = "no-pin")]
+    no_pin: bool,
+}
 
 pub struct Opts {
     pub sizes: Vec<usize>,
@@ -31,37 +60,37 @@ pub struct Opts {
 }
 
 impl Opts {
-    pub fn parse(a: &Args) -> Result<Self> {
-        let quick = a.flag("quick");
-        let sizes = match a.get_or("sizes", String::new())? {
-            s if s.is_empty() => if quick { &QUICK_SIZES[..] } else { &ALL_SIZES[..] }.to_vec(),
-            s => s.split(',').map(parse_size).collect::<Result<_>>()?,
+    pub fn new(a: RunArgs) -> Self {
+        let sizes = match (&a.sizes[..], a.quick) {
+            ([], false) => ALL_SIZES.to_vec(),
+            ([], true) => QUICK_SIZES.to_vec(),
+            _ => a.sizes,
         };
-        let o = Self {
-            sizes,
-            reps: a.get_or("reps", if quick { 3 } else { 5 })?,
-            secs: a.get_or("secs", 1)?,
-            pods: a.get_or("pods", if quick { 50 } else { 200 })?,
-            out: a.get_or("out", PathBuf::from("target/meshaccel-bench"))?,
-            pin: false,
-            pin_reason: String::new(),
-        };
-        let mut o = o;
-        (o.pin, o.pin_reason) = match (a.flag("pin"), a.flag("no-pin")) {
-            (true, true) => bail!("--pin or --no-pin, not both"),
-            (true, false) => (true, "--pin".into()),
+        let (pin, pin_reason) = match (a.pin, a.no_pin) {
+            (true, _) => (true, "--pin".into()),
             (false, true) => (false, "--no-pin".into()),
             (false, false) => {
                 let load: f64 = loadavg().split_whitespace().next().and_then(|l| l.parse().ok()).unwrap_or(f64::MAX);
                 let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
                 let idle = load < 0.5 * cpus as f64;
-                (idle, format!("automatic: 1-min load {load} {} half of {cpus} CPUs", if idle { "below" } else { "not below" }))
+                (
+                    idle,
+                    format!(
+                        "automatic: 1-min load {load} {} half of {cpus} CPUs",
+                        if idle { "below" } else { "not below" }
+                    ),
+                )
             }
         };
-        if o.reps == 0 || o.secs == 0 {
-            bail!("--reps and --secs must be at least 1");
+        Self {
+            sizes,
+            reps: a.reps.unwrap_or(if a.quick { 3 } else { 5 }) as usize,
+            secs: a.secs,
+            pods: a.pods.or(if a.quick { 50 } else { 200 }),
+            out: a.out,
+            pin,
+            pin_reason,
         }
-        Ok(o)
     }
 }
 
@@ -82,7 +111,11 @@ fn parse_size(s: &str) -> Result<usize> {
 
 /// `64 B`, `4 KiB`.
 pub fn size_label(size: usize) -> String {
-    if size >= 1024 && size.is_multiple_of(1024) { format!("{} KiB", size / 1024) } else { format!("{size} B") }
+    if size >= 1024 && size.is_multiple_of(1024) {
+        format!("{} KiB", size / 1024)
+    } else {
+        format!("{size} B")
+    }
 }
 
 #[cfg(test)]

@@ -39,7 +39,8 @@ impl Samples {
     }
 
     pub fn row(&self, metric: Metric, size: usize) -> Row {
-        let side = |f: fn(&(Option<f64>, Option<f64>)) -> Option<f64>| spread(&self.pairs.iter().filter_map(f).collect::<Vec<_>>());
+        type Pick = fn(&(Option<f64>, Option<f64>)) -> Option<f64>;
+        let side = |f: Pick| spread(&self.pairs.iter().filter_map(f).collect::<Vec<_>>());
         let ratios: Vec<f64> = self.pairs.iter().filter_map(|&(b, u)| Some(metric.speedup(b?, u?))).collect();
         Row {
             metric,
@@ -63,9 +64,17 @@ pub fn markdown(rows: &[Row], out: &mut String) {
     let _ = writeln!(out, "|---|---:|---:|---:|---:|");
     for r in rows {
         let v = |s: Option<Spread>| s.map_or("—".into(), |s| format!("{:.4}", s.median));
-        let ratio = r.ratio.map_or("**invalid**".into(), |s| format!("**{:.3}×** ({:.3}–{:.3})", s.median, s.min, s.max));
+        let ratio =
+            r.ratio.map_or("**invalid**".into(), |s| format!("**{:.3}×** ({:.3}–{:.3})", s.median, s.min, s.max));
         let size = if r.metric == Metric::ConnRate { "—".into() } else { size_label(r.size) };
-        let _ = writeln!(out, "| {} ({}) | {size} | {ratio} | {} | {} |", r.metric.label(), r.metric.unit(), v(r.baseline), v(r.unaccelerated));
+        let _ = writeln!(
+            out,
+            "| {} ({}) | {size} | {ratio} | {} | {} |",
+            r.metric.label(),
+            r.metric.unit(),
+            v(r.baseline),
+            v(r.unaccelerated)
+        );
         for p in &r.problems {
             let _ = writeln!(out, "|  | | {p} | | |");
         }

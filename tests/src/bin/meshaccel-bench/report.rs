@@ -8,11 +8,11 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::cni_latency::CniLatency;
-use crate::{heatmap, overhead};
 use crate::machine::Machine;
 use crate::matrix::{Key, Matrix, Metric, Sample, Scenario, Summary};
 use crate::opts::{size_label, Opts};
 use crate::stats::Spread;
+use crate::{heatmap, overhead};
 
 #[derive(Serialize)]
 pub struct Settings {
@@ -53,12 +53,28 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(o: &Opts, machine: Machine, m: &Matrix, cni: CniLatency, overhead: Vec<overhead::Row>, took: Duration) -> Self {
-        let sockperf = meshaccel_tests::run("sockperf", &["--version"]).ok().and_then(|v| v.lines().next().map(str::to_string));
+    pub fn new(
+        o: &Opts,
+        machine: Machine,
+        m: &Matrix,
+        cni: CniLatency,
+        overhead: Vec<overhead::Row>,
+        took: Duration,
+    ) -> Self {
+        let sockperf =
+            meshaccel_tests::run("sockperf", &["--version"]).ok().and_then(|v| v.lines().next().map(str::to_string));
         let sockperf = sockperf.unwrap_or_else(|| "sockperf".into()).replace(", version", "").replace("-no.git", "");
         Self {
             machine,
-            settings: Settings { reps: o.reps, secs: o.secs, sizes: o.sizes.clone(), pinned: o.pin, pinning: o.pin_reason.clone(), pods: o.pods, sockperf },
+            settings: Settings {
+                reps: o.reps,
+                secs: o.secs,
+                sizes: o.sizes.clone(),
+                pinned: o.pin,
+                pinning: o.pin_reason.clone(),
+                pods: o.pods,
+                sockperf,
+            },
             duration_secs: took.as_secs_f64(),
             cells: m.summaries(),
             samples: m
@@ -66,7 +82,11 @@ impl Report {
                 .iter()
                 .map(|(k, r)| CellSamples { key: *k, plain: r.plain.clone(), accelerated: r.accelerated.clone() })
                 .collect(),
-            reference: m.reference.iter().map(|(&(metric, size), v)| ReferenceSamples { metric, size, values: v.clone() }).collect(),
+            reference: m
+                .reference
+                .iter()
+                .map(|(&(metric, size), v)| ReferenceSamples { metric, size, values: v.clone() })
+                .collect(),
             cni,
             overhead,
         }
@@ -123,7 +143,10 @@ impl Report {
              moved to plain TCP by meshaccel's streaming rule, `streaming_fallbacks`; plain samples: none redirected).\n",
             s.sockperf, s.reps, s.secs
         );
-        let _ = writeln!(out, "| metric | size | pod↔pod ratio | plain | accel | loopback ratio | plain | accel | AF_UNIX |");
+        let _ = writeln!(
+            out,
+            "| metric | size | pod↔pod ratio | plain | accel | loopback ratio | plain | accel | AF_UNIX |"
+        );
         let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         let mut rows: Vec<(Metric, usize)> = vec![];
         for metric in [Metric::PingPong, Metric::Stream, Metric::ConnRate] {
@@ -132,7 +155,12 @@ impl Report {
         }
         let mut notes = vec![];
         for (metric, size) in rows {
-            let mut line = format!("| {} ({}) | {} ", metric.label(), metric.unit(), if metric == Metric::ConnRate { "—".into() } else { size_label(size) });
+            let mut line = format!(
+                "| {} ({}) | {} ",
+                metric.label(),
+                metric.unit(),
+                if metric == Metric::ConnRate { "—".into() } else { size_label(size) }
+            );
             let mut reference = None;
             for scenario in Scenario::ALL {
                 let Some(c) = self.cell(metric, size, scenario) else {
@@ -140,7 +168,8 @@ impl Report {
                     continue;
                 };
                 reference = reference.or(c.reference);
-                let _ = write!(line, "| {} | {} | {} ", ratio_text(c, &mut notes), value(c.plain), value(c.accelerated));
+                let _ =
+                    write!(line, "| {} | {} | {} ", ratio_text(c, &mut notes), value(c.plain), value(c.accelerated));
             }
             let _ = writeln!(out, "{line}| {} |", value(reference));
         }
@@ -159,7 +188,13 @@ impl Report {
 /// `**1.23×** (1.10–1.40)`, or why there is no ratio; notes collect the footnotes.
 fn ratio_text(c: &Summary, notes: &mut Vec<String>) -> String {
     let mut mark = |why: String| {
-        notes.push(format!("[{}] {} {} {}: {why}", notes.len() + 1, c.key.scenario.label(), c.key.metric.short(), size_label(c.key.size)));
+        notes.push(format!(
+            "[{}] {} {} {}: {why}",
+            notes.len() + 1,
+            c.key.scenario.label(),
+            c.key.metric.short(),
+            size_label(c.key.size)
+        ));
         format!("[{}]", notes.len())
     };
     let text = match (c.valid, c.ratio) {
@@ -168,7 +203,8 @@ fn ratio_text(c: &Summary, notes: &mut Vec<String>) -> String {
     };
     let text = if c.valid && c.chose_plain { format!("{text} ᵖ") } else { text };
     if c.valid && (c.partial || !c.problems.is_empty()) {
-        let share = c.min_redirected_share.map_or(String::new(), |s| format!("least redirected share {:.0} %; ", s * 100.0));
+        let share =
+            c.min_redirected_share.map_or(String::new(), |s| format!("least redirected share {:.0} %; ", s * 100.0));
         return format!("{text} {}", mark(format!("{share}{}", c.problems.join("; "))));
     }
     text

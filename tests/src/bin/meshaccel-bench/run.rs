@@ -10,8 +10,8 @@ use meshaccel_tests::{binaries, run as run_cmd, Pod, Proc, TestNode};
 
 use crate::matrix::{Key, Matrix, Metric, Mode, Sample, Scenario};
 use crate::opts::{size_label, Opts};
-use crate::sockperf::{self, Test};
 use crate::report::Report;
+use crate::sockperf::{self, Test};
 use crate::{cni_latency, machine::Machine, overhead, reference};
 
 /// The connection-rate server's port in the server pods.
@@ -55,7 +55,11 @@ fn bench_exe() -> Result<PathBuf> {
 
 /// `--cpu N` for the connection-rate workers when pinning.
 fn cpu_args(o: &Opts, cpu: &'static str) -> Vec<&'static str> {
-    if o.pin { vec!["--cpu", cpu] } else { vec![] }
+    if o.pin {
+        vec!["--cpu", cpu]
+    } else {
+        vec![]
+    }
 }
 
 /// meshaccel's counters, all of them (`meshaccel stats --json`); none while no pod has made
@@ -65,7 +69,8 @@ fn counters(node: &TestNode) -> Result<BTreeMap<String, u64>> {
         return Ok(BTreeMap::new());
     }
     let root = node.pins().root().display().to_string();
-    let out = run_cmd(binaries::meshaccel().to_str().context("plugin path")?, &["stats", "--json", "--bpffs-root", &root])?;
+    let out =
+        run_cmd(binaries::meshaccel().to_str().context("plugin path")?, &["stats", "--json", "--bpffs-root", &root])?;
     serde_json::from_str(&out).with_context(|| format!("meshaccel stats: {out:?}"))
 }
 
@@ -109,15 +114,23 @@ fn measure_from(client: &Pod, host: &str, metric: Metric, size: usize, dir: &Pat
 }
 
 /// What the overhead section measures: bulk and small-write bandwidth, connection rate.
-const OVERHEAD_PLAN: [(Metric, usize); 3] = [(Metric::Stream, sockperf::MAX_SIZE), (Metric::Stream, 64), (Metric::ConnRate, 1)];
+const OVERHEAD_PLAN: [(Metric, usize); 3] =
+    [(Metric::Stream, sockperf::MAX_SIZE), (Metric::Stream, 64), (Metric::ConnRate, 1)];
 
 /// One repetition of the overhead rows: opted-out and accelerated clients against the same
 /// opted-out server, in alternating order; a run that redirected anything does not count.
-fn overhead_rep(node: &TestNode, pods: &Pods, rep: usize, dir: &Path, o: &Opts, rows: &mut [overhead::Samples]) -> Result<()> {
+fn overhead_rep(
+    node: &TestNode,
+    pods: &Pods,
+    rep: usize,
+    dir: &Path,
+    o: &Opts,
+    rows: &mut [overhead::Samples],
+) -> Result<()> {
     let host = pods.plain.0.ip().to_string();
     for (i, (&(metric, size), samples)) in OVERHEAD_PLAN.iter().zip(rows.iter_mut()).enumerate() {
         let mut values = [None, None];
-        let order = if (rep + i) % 2 == 0 { [0, 1] } else { [1, 0] };
+        let order = if (rep + i).is_multiple_of(2) { [0, 1] } else { [1, 0] };
         for which in order {
             let client = if which == 0 { &pods.plain.1 } else { &pods.accelerated.1 };
             let before = counters(node)?;
@@ -157,7 +170,8 @@ fn reference(metric: Metric, size: usize, unix_path: &Path, o: &Opts) -> Result<
 
 /// The cells in the order each repetition visits them.
 fn plan(o: &Opts) -> Vec<(Metric, usize)> {
-    let mut p: Vec<(Metric, usize)> = o.sizes.iter().flat_map(|&s| [(Metric::PingPong, s), (Metric::Stream, s)]).collect();
+    let mut p: Vec<(Metric, usize)> =
+        o.sizes.iter().flat_map(|&s| [(Metric::PingPong, s), (Metric::Stream, s)]).collect();
     p.push((Metric::ConnRate, 1));
     p
 }
@@ -206,7 +220,11 @@ pub fn run(o: &Opts) -> Result<()> {
             for scenario in Scenario::ALL {
                 let key = Key { metric, size, scenario };
                 // Alternate which mode goes first, so slow drifts of the machine cancel out.
-                let modes = if (rep + i) % 2 == 0 { [Mode::Plain, Mode::Accelerated] } else { [Mode::Accelerated, Mode::Plain] };
+                let modes = if (rep + i).is_multiple_of(2) {
+                    [Mode::Plain, Mode::Accelerated]
+                } else {
+                    [Mode::Accelerated, Mode::Plain]
+                };
                 for mode in modes {
                     let before = counters(&node)?;
                     let outcome = measure(&pods, key, mode, &dir.0, o);
@@ -215,7 +233,8 @@ pub fn run(o: &Opts) -> Result<()> {
                     m.push(key, mode, sample);
                 }
             }
-            let r = reference(metric, size, &unix_path, o).with_context(|| format!("AF_UNIX {} {}", metric.short(), size_label(size)))?;
+            let r = reference(metric, size, &unix_path, o)
+                .with_context(|| format!("AF_UNIX {} {}", metric.short(), size_label(size)))?;
             m.reference.entry((metric, size)).or_default().push(r);
         }
         overhead_rep(&node, &pods, rep, &dir.0, o, &mut overhead_samples)?;

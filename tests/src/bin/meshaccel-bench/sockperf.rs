@@ -87,7 +87,18 @@ pub fn run(pod: &Pod, host: &str, dir: &Path, test: Test, size: usize, secs: u32
         Test::PingPong => "ping-pong",
         Test::Stream => "throughput",
     };
-    let args = [mode, "--nonblocked", "-F", "epoll", "-f", feed.to_str().context("feed path")?, "-m", &size_arg, "-t", &secs_arg];
+    let args = [
+        mode,
+        "--nonblocked",
+        "-F",
+        "epoll",
+        "-f",
+        feed.to_str().context("feed path")?,
+        "-m",
+        &size_arg,
+        "-t",
+        &secs_arg,
+    ];
     let out = output_within(command(pod, pin.then_some("0"), &args)?, Duration::from_secs(u64::from(secs) + 30))?;
     parse(&out, test, size).with_context(|| format!("sockperf output {out:?}"))
 }

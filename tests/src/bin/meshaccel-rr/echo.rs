@@ -8,7 +8,16 @@ use std::thread;
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use crate::args::Args;
+/// `echo --listen ADDR [--expect-prefixes P,Q,…]`.
+#[derive(clap::Args, Debug)]
+pub struct Echo {
+    /// Where to listen.
+    #[arg(long, value_name = "ADDR")]
+    listen: SocketAddr,
+    /// Tag prefixes a connection may carry (default: any).
+    #[arg(long = "expect-prefixes", value_name = "P,Q,…", value_delimiter = ',')]
+    pub expect_prefixes: Vec<u32>,
+}
 use crate::io::{accept, emit, errno_name, prefix_of, read_some, records, write_all};
 
 /// Error messages kept for the report; the rest are only counted.
@@ -45,26 +54,21 @@ struct Served {
     errors: Errors,
 }
 
-pub fn serve(a: &Args) -> Result<()> {
-    let listen: SocketAddr = a.get("listen")?;
-    let expected: Option<Vec<u32>> = match a.get_or("expect-prefixes", String::new())? {
-        s if s.is_empty() => None,
-        s => Some(s.split(',').map(|p| p.parse().with_context(|| format!("prefix {p:?}"))).collect::<Result<_>>()?),
-    };
+pub fn serve(a: &Echo) -> Result<()> {
+    let listen = a.listen;
+    let expected: Option<Vec<u32>> = (!a.expect_prefixes.is_empty()).then(|| a.expect_prefixes.clone());
     let listener = TcpListener::bind(listen).with_context(|| format!("listen on {listen}"))?;
     listener.set_nonblocking(true)?;
     emit(json!({"event": "listening", "addr": listener.local_addr()?.to_string()}));
     let served = Arc::new(Served::default());
     let s = served.clone();
-    thread::spawn(move || {
-        loop {
-            match accept(&listener) {
-                Ok(c) => {
-                    let (s, expected) = (s.clone(), expected.clone());
-                    thread::spawn(move || echo(&c, expected.as_deref(), &s));
-                }
-                Err(e) => s.errors.add(format!("accept: {}", errno_name(&e))),
+    thread::spawn(move || loop {
+        match accept(&listener) {
+            Ok(c) => {
+                let (s, expected) = (s.clone(), expected.clone());
+                thread::spawn(move || echo(&c, expected.as_deref(), &s));
             }
+            Err(e) => s.errors.add(format!("accept: {}", errno_name(&e))),
         }
     });
     // Serve until told to stop (or the test harness goes away).
@@ -110,7 +114,9 @@ fn echo(s: &TcpStream, expected: Option<&[u32]>, served: &Served) {
             if t != own || expected.is_some_and(|ex| !ex.contains(&prefix_of(t))) {
                 foreign += 1;
                 if foreign == 1 {
-                    served.errors.add(format!("{peer}: foreign tag {t:#x} (connection's first tag {own:#x}, expected prefixes {expected:?})"));
+                    served.errors.add(format!(
+                        "{peer}: foreign tag {t:#x} (connection's first tag {own:#x}, expected prefixes {expected:?})"
+                    ));
                 }
             }
         }

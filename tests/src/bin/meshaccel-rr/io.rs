@@ -68,7 +68,9 @@ pub fn accept(listener: &TcpListener) -> io::Result<TcpStream> {
     loop {
         match listener.accept() {
             Ok((s, _)) => return s.set_nonblocking(true).map(|()| s),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait(listener, PollFlags::POLLIN, Instant::now() + Duration::from_secs(3600))?,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                wait(listener, PollFlags::POLLIN, Instant::now() + Duration::from_secs(3600))?
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }

@@ -11,7 +11,31 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Result};
 use serde_json::json;
 
-use crate::args::Args;
+/// `rr --connect ADDR --tag-prefix P [--conns N] [--size BYTES] [--requests N | --seconds N] [--reconnect]`.
+#[derive(clap::Args, Debug)]
+pub struct Rr {
+    /// The `meshaccel-rr echo` to load.
+    #[arg(long, value_name = "ADDR")]
+    connect: SocketAddr,
+    /// This client's tag prefix (what the echo server expects).
+    #[arg(long = "tag-prefix", value_name = "P")]
+    tag_prefix: u32,
+    /// Threads, each on its own connection.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    conns: usize,
+    /// Bytes per request, a positive multiple of 8.
+    #[arg(long, value_name = "BYTES", default_value_t = 1024)]
+    size: usize,
+    /// Requests per thread (default 1000; with --seconds, unbounded).
+    #[arg(long, value_name = "N")]
+    requests: Option<u64>,
+    /// Run for this long (0: until --requests are done).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    seconds: u64,
+    /// A new connection per request (TCP_CRR) instead of one per thread (TCP_RR).
+    #[arg(long)]
+    reconnect: bool,
+}
 use crate::echo::Errors;
 use crate::io::{connect, emit, errno_name, fill_tag, read_exact, records, tag, write_all};
 
@@ -26,30 +50,33 @@ struct Load {
     errors: Errors,
 }
 
-pub fn client(a: &Args) -> Result<()> {
-    let size: usize = a.get_or("size", 1024)?;
+pub fn client(a: &Rr) -> Result<()> {
+    let (size, seconds) = (a.size, a.seconds);
     ensure!(size >= 8 && size.is_multiple_of(8), "--size must be a positive multiple of 8");
-    let seconds: u64 = a.get_or("seconds", 0)?;
     let load = Arc::new(Load {
-        addr: a.get("connect")?,
-        prefix: a.get("tag-prefix")?,
+        addr: a.connect,
+        prefix: a.tag_prefix,
         size,
-        reconnect: a.flag("reconnect"),
-        requests: a.get_or("requests", if seconds > 0 { u64::MAX } else { 1000 })?,
+        reconnect: a.reconnect,
+        requests: a.requests.unwrap_or(if seconds > 0 { u64::MAX } else { 1000 }),
         until: (seconds > 0).then(|| Instant::now() + Duration::from_secs(seconds)),
         next_conn: AtomicU32::new(0),
         errors: Errors::default(),
     });
-    let conns: usize = a.get_or("conns", 1)?;
+    let conns = a.conns;
     let started = Instant::now();
-    let workers: Vec<_> = (0..conns).map(|_| {
-        let load = load.clone();
-        thread::spawn(move || worker(&load))
-    }).collect();
+    let workers: Vec<_> = (0..conns)
+        .map(|_| {
+            let load = load.clone();
+            thread::spawn(move || worker(&load))
+        })
+        .collect();
     let mut latencies: Vec<u32> = workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect();
     let elapsed = started.elapsed();
     latencies.sort_unstable();
-    let pct = |p: usize| latencies.get((latencies.len() * p / 100).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0);
+    let pct = |p: usize| {
+        latencies.get((latencies.len() * p / 100).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0)
+    };
     emit(json!({
         "event": "done",
         "requests": latencies.len(),

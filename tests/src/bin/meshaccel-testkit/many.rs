@@ -26,7 +26,43 @@ use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, Sockadd
 use nix::unistd::{read, write};
 use serde_json::json;
 
-use crate::args::Args;
+/// `many --role server|client|loopback --conns N`.
+#[derive(clap::Args, Debug)]
+pub struct Many {
+    #[arg(long, value_enum)]
+    role: Role,
+    /// Connections (each role: accepted, opened, or both).
+    #[arg(long, value_name = "N")]
+    conns: usize,
+    /// server: where to listen (the first of `--ports` consecutive ports).
+    #[arg(long, value_name = "ADDR", required_if_eq("role", "server"))]
+    listen: Option<SocketAddr>,
+    /// client: where to connect (the first of `--ports` consecutive ports).
+    #[arg(long, value_name = "ADDR", required_if_eq("role", "client"))]
+    connect: Option<SocketAddr>,
+    /// loopback: the port on 127.0.0.1.
+    #[arg(long, required_if_eq("role", "loopback"))]
+    port: Option<u16>,
+    /// Consecutive ports the server listens on and the client spreads over.
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    ports: u16,
+    /// Connects in flight without a greeting yet, at most.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    inflight: usize,
+    /// Fail after this long without progress.
+    #[arg(long = "timeout-ms", value_name = "MS", default_value_t = 60_000)]
+    timeout_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Role {
+    /// Accept --conns connections on --listen.
+    Server,
+    /// Open --conns connections to --connect.
+    Client,
+    /// Both, on 127.0.0.1:--port.
+    Loopback,
+}
 
 const MAGIC: u64 = 0x6d65_7368_6163_6365;
 /// epoll data of stdin and of listener `k` (`LISTENER + k`); connections are indexes below.
@@ -235,21 +271,17 @@ fn raise_file_limit() -> Result<()> {
     Ok(())
 }
 
-pub fn main(a: &Args) -> Result<()> {
+pub fn main(a: &Many) -> Result<()> {
     raise_file_limit()?;
-    let role: String = a.get("role")?;
-    let conns: usize = a.get("conns")?;
-    let max_inflight: usize = a.get_or("inflight", 256)?;
-    let ports: u16 = a.get_or("ports", 1)?;
-    let stall = Duration::from_millis(a.get_or("timeout-ms", 60_000)?);
-    let (listen, target): (Option<SocketAddr>, Option<SocketAddr>) = match role.as_str() {
-        "server" => (Some(a.get("listen")?), None),
-        "client" => (None, Some(a.get("connect")?)),
-        "loopback" => {
-            let addr: SocketAddr = format!("127.0.0.1:{}", a.get::<u16>("port")?).parse()?;
+    let (conns, max_inflight, ports) = (a.conns, a.inflight, a.ports);
+    let stall = Duration::from_millis(a.timeout_ms);
+    let (listen, target): (Option<SocketAddr>, Option<SocketAddr>) = match a.role {
+        Role::Server => (Some(a.listen.context("--listen")?), None),
+        Role::Client => (None, Some(a.connect.context("--connect")?)),
+        Role::Loopback => {
+            let addr = SocketAddr::from(([127, 0, 0, 1], a.port.context("--port")?));
             (Some(addr), Some(addr))
         }
-        other => bail!("--role {other}: server, client or loopback"),
     };
     let mut l = Loop {
         epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,

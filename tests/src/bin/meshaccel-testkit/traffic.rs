@@ -21,11 +21,113 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
 use serde_json::{json, Map, Value};
 
-use crate::args::Args;
+/// `serve`: accepts `--conns` connections on `--listen`.
+#[derive(clap::Args, Debug)]
+pub struct Serve {
+    /// Where to listen (`[::]:PORT` listens dual-stack).
+    #[arg(long, value_name = "ADDR")]
+    listen: SocketAddr,
+    #[arg(long, value_enum)]
+    mode: ServeMode,
+    /// With `--mode echo`: the inclusive range of tags the connections may carry.
+    #[arg(long = "expect-tags", value_name = "MIN..MAX", value_parser = tag_range)]
+    expect_tags: Option<(u64, u64)>,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ServeMode {
+    /// Echo everything back.
+    Echo,
+    /// Read `random(seed)` to EOF and check it.
+    Sink,
+    /// Read the client's stream to EOF, then answer with `random(seed + 1)` and close.
+    Halfclose,
+    /// Read slowly (`--delay-ms`, `--ack-after`) and record how the client's reset ends it.
+    Rst,
+}
+
+/// `client`: opens `--conns` connections to `--connect`.
+#[derive(clap::Args, Debug)]
+pub struct Client {
+    /// Where to connect.
+    #[arg(long, value_name = "ADDR")]
+    connect: SocketAddr,
+    #[arg(long, value_enum)]
+    mode: ClientMode,
+    /// Connect connection `i` from local port `PORT + i` (identical tuples in two pods).
+    #[arg(long = "bind-port", value_name = "PORT")]
+    bind_port: Option<u16>,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ClientMode {
+    /// Send `random(seed + i)` (or the tag `tag-base + i`) and check the echo.
+    Verify,
+    /// Send `random(seed)` on every connection.
+    Send,
+    /// Send, shut down the sending side, read the server's answer.
+    Halfclose,
+    /// Send, then close with SO_LINGER 0 (a reset).
+    Rst,
+}
+
+/// The options of both ends.
+#[derive(clap::Args, Debug)]
+struct Common {
+    /// Connections.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    conns: u16,
+    /// Bytes of every stream.
+    #[arg(long, value_name = "N", default_value_t = 1 << 20)]
+    bytes: u64,
+    /// Seed of the random streams.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    seed: u64,
+    /// Connection `i` of a verify client sends its tag `N + i` repeated instead of random bytes.
+    #[arg(long = "tag-base", value_name = "N")]
+    tag_base: Option<u64>,
+    #[arg(long, value_enum, default_value_t = Io::Blocking)]
+    io: Io,
+    /// rst: the server acknowledges with one byte after N bytes, the client waits for it.
+    #[arg(long = "ack-after", value_name = "N")]
+    ack_after: Option<u64>,
+    /// Every write N bytes (1 to 262144; default: a cycle of sizes from 1 B to 256 KiB).
+    #[arg(long = "write-size", value_name = "N")]
+    write_size: Option<usize>,
+    /// rst: how long each end waits before reading (server) or resetting (client).
+    #[arg(long = "delay-ms", value_name = "MS", default_value_t = 0)]
+    delay_ms: u64,
+    /// Read timeout, and how long --io poll waits for a socket to become ready.
+    #[arg(long = "timeout-ms", value_name = "MS", default_value_t = 30_000)]
+    timeout_ms: u64,
+    /// Print `ready` once every connection is up, then wait for `go` on stdin.
+    #[arg(long = "wait-go")]
+    wait_go: bool,
+    /// Report `stalled` when no byte was written for this long (0: never).
+    #[arg(long = "stall-ms", value_name = "MS", default_value_t = 0)]
+    stall_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
+enum Io {
+    /// Every error reaches the caller as it is.
+    Blocking,
+    /// Non-blocking sockets, waiting in poll() on EAGAIN, as event-driven programs do.
+    Poll,
+}
+
+/// `MIN..MAX`.
+fn tag_range(s: &str) -> Result<(u64, u64), String> {
+    let (lo, hi) = s.split_once("..").ok_or("want MIN..MAX")?;
+    Ok((lo.parse().map_err(|e| format!("{lo:?}: {e}"))?, hi.parse().map_err(|e| format!("{hi:?}: {e}"))?))
+}
 
 #[derive(Clone)]
 struct Opts {
-    mode: String,
     bytes: u64,
     seed: u64,
     tag_base: Option<u64>,
@@ -44,32 +146,19 @@ struct Opts {
 }
 
 impl Opts {
-    fn parse(a: &Args) -> Result<Self> {
-        let expect_tags = match a.get_or("expect-tags", String::new())? {
-            s if s.is_empty() => None,
-            s => {
-                let (lo, hi) = s.split_once("..").context("--expect-tags MIN..MAX")?;
-                Some((lo.parse()?, hi.parse()?))
-            }
-        };
-        let opt = |k| -> Result<Option<u64>> { if a.flag(k) || a.get_or(k, String::new())?.is_empty() { Ok(None) } else { Ok(Some(a.get(k)?)) } };
-        Ok(Self {
-            mode: a.get("mode")?,
-            bytes: a.get_or("bytes", 1 << 20)?,
-            seed: a.get_or("seed", 1)?,
-            tag_base: opt("tag-base")?,
+    fn new(c: &Common, expect_tags: Option<(u64, u64)>) -> Self {
+        Self {
+            bytes: c.bytes,
+            seed: c.seed,
+            tag_base: c.tag_base,
             expect_tags,
-            poll: match a.get_or("io", "blocking".to_string())?.as_str() {
-                "blocking" => false,
-                "poll" => true,
-                other => bail!("--io {other}: blocking or poll"),
-            },
-            ack_after: opt("ack-after")?,
-            write_size: opt("write-size")?.map(|n| (n as usize).clamp(1, 262_144)),
-            delay: Duration::from_millis(a.get_or("delay-ms", 0)?),
-            timeout: Duration::from_millis(a.get_or("timeout-ms", 30_000)?),
+            poll: c.io == Io::Poll,
+            ack_after: c.ack_after,
+            write_size: c.write_size.map(|n| n.clamp(1, 262_144)),
+            delay: Duration::from_millis(c.delay_ms),
+            timeout: Duration::from_millis(c.timeout_ms),
             progress: Arc::default(),
-        })
+        }
     }
 }
 
@@ -109,42 +198,39 @@ fn wait_go() -> Result<()> {
     Ok(())
 }
 
-pub fn serve(a: &Args) -> Result<()> {
-    let opts = Opts::parse(a)?;
-    let conns: usize = a.get_or("conns", 1)?;
+pub fn serve(a: &Serve) -> Result<()> {
+    let opts = Opts::new(&a.common, a.expect_tags);
+    let conns = usize::from(a.common.conns);
     // `[::]` listens dual-stack: IPv4 clients arrive as v4-mapped IPv6 sockets.
-    let listener = TcpListener::bind(a.get::<SocketAddr>("listen")?)?;
+    let listener = TcpListener::bind(a.listen)?;
     // Event-driven servers accept from a non-blocking listener, and meshaccel judges an
     // accepted socket by its listener's mode (docs/design.md).
     listener.set_nonblocking(opts.poll)?;
     emit(json!({"event": "listening", "addr": listener.local_addr()?.to_string()}));
     let streams: Vec<TcpStream> = (0..conns).map(|_| accept(&listener, &opts)).collect::<Result<_>>()?;
     emit(json!({"event": "accepted", "conns": conns}));
-    let handler: fn(TcpStream, usize, &Opts) -> Report = match opts.mode.as_str() {
-        "echo" => echo,
-        "sink" => sink,
-        "halfclose" => serve_halfclose,
-        "rst" => serve_rst,
-        m => bail!("unknown server mode {m}"),
+    let handler: fn(TcpStream, usize, &Opts) -> Report = match a.mode {
+        ServeMode::Echo => echo,
+        ServeMode::Sink => sink,
+        ServeMode::Halfclose => serve_halfclose,
+        ServeMode::Rst => serve_rst,
     };
-    run_handlers(a, streams, &opts, handler)
+    run_handlers(&a.common, streams, &opts, handler)
 }
 
-pub fn client(a: &Args) -> Result<()> {
-    let opts = Opts::parse(a)?;
-    let addr: SocketAddr = a.get("connect")?;
-    let bind_port: Option<u16> = if a.get_or("bind-port", String::new())?.is_empty() { None } else { Some(a.get("bind-port")?) };
-    let conns: u16 = a.get_or("conns", 1)?;
-    let streams = (0..conns).map(|i| connect(addr, bind_port.map(|p| p + i), &opts)).collect::<Result<Vec<_>>>()?;
+pub fn client(a: &Client) -> Result<()> {
+    let opts = Opts::new(&a.common, None);
+    let conns = a.common.conns;
+    let streams =
+        (0..conns).map(|i| connect(a.connect, a.bind_port.map(|p| p + i), &opts)).collect::<Result<Vec<_>>>()?;
     emit(json!({"event": "connected", "conns": conns}));
-    let handler: fn(TcpStream, usize, &Opts) -> Report = match opts.mode.as_str() {
-        "verify" => verify,
-        "send" => send,
-        "halfclose" => client_halfclose,
-        "rst" => client_rst,
-        m => bail!("unknown client mode {m}"),
+    let handler: fn(TcpStream, usize, &Opts) -> Report = match a.mode {
+        ClientMode::Verify => verify,
+        ClientMode::Send => send,
+        ClientMode::Halfclose => client_halfclose,
+        ClientMode::Rst => client_rst,
     };
-    run_handlers(a, streams, &opts, handler)
+    run_handlers(&a.common, streams, &opts, handler)
 }
 
 /// Accepts one connection; with `--io poll` from the non-blocking listener, in poll().
@@ -152,7 +238,9 @@ fn accept(listener: &TcpListener, opts: &Opts) -> Result<TcpStream> {
     loop {
         match listener.accept() {
             Ok((s, _)) => return Ok(s),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_ready(listener.as_fd(), PollFlags::POLLIN, opts, "accept")?,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                wait_ready(listener.as_fd(), PollFlags::POLLIN, opts, "accept")?
+            }
             Err(e) => return Err(e).context("accept"),
         }
     }
@@ -196,8 +284,13 @@ fn connect(addr: SocketAddr, local_port: Option<u16>, opts: &Opts) -> Result<Tcp
 
 /// Runs the handlers, reports stalls of the writers (`--stall-ms`: no byte written for that
 /// long) while they run, and prints `done`.
-fn run_handlers(a: &Args, streams: Vec<TcpStream>, opts: &Opts, handler: fn(TcpStream, usize, &Opts) -> Report) -> Result<()> {
-    if a.flag("wait-go") {
+fn run_handlers(
+    a: &Common,
+    streams: Vec<TcpStream>,
+    opts: &Opts,
+    handler: fn(TcpStream, usize, &Opts) -> Report,
+) -> Result<()> {
+    if a.wait_go {
         emit(json!({"event": "ready"}));
         wait_go()?;
     }
@@ -213,7 +306,7 @@ fn run_handlers(a: &Args, streams: Vec<TcpStream>, opts: &Opts, handler: fn(TcpS
             thread::spawn(move || handler(s, i, &opts))
         })
         .collect();
-    let stall: u64 = a.get_or("stall-ms", 0)?;
+    let stall = a.stall_ms;
     let (mut last, mut since, mut reported) = (0, Instant::now(), false);
     while stall > 0 && !handles.iter().all(|h| h.is_finished()) {
         thread::sleep(Duration::from_millis(20));
@@ -230,7 +323,8 @@ fn run_handlers(a: &Args, streams: Vec<TcpStream>, opts: &Opts, handler: fn(TcpS
         .into_iter()
         .enumerate()
         .map(|(i, h)| {
-            let r = h.join().unwrap_or_else(|_| Report { errors: vec!["handler panicked".into()], ..Report::default() });
+            let r =
+                h.join().unwrap_or_else(|_| Report { errors: vec!["handler panicked".into()], ..Report::default() });
             errors.extend(r.errors.iter().map(|e| format!("conn {i}: {e}")));
             Value::Object(r.fields)
         })
@@ -241,7 +335,13 @@ fn run_handlers(a: &Args, streams: Vec<TcpStream>, opts: &Opts, handler: fn(TcpS
 
 /// Runs a read or write; with `--io poll`, an EAGAIN waits in poll() for `want` and retries
 /// (counted in `waits`). A poll without readiness within the timeout is a `TimedOut` error.
-fn retry(s: &TcpStream, opts: &Opts, want: PollFlags, waits: &mut u64, mut op: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
+fn retry(
+    s: &TcpStream,
+    opts: &Opts,
+    want: PollFlags,
+    waits: &mut u64,
+    mut op: impl FnMut() -> io::Result<usize>,
+) -> io::Result<usize> {
     loop {
         match op() {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && opts.poll => {
@@ -249,7 +349,10 @@ fn retry(s: &TcpStream, opts: &Opts, want: PollFlags, waits: &mut u64, mut op: i
                 let mut fds = [PollFd::new(s.as_fd(), want)];
                 let ms = PollTimeout::try_from(opts.timeout.as_millis() as i32).unwrap();
                 if poll(&mut fds, ms)? == 0 {
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, format!("no {want:?} within {:?}", opts.timeout)));
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no {want:?} within {:?}", opts.timeout),
+                    ));
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -274,7 +377,13 @@ fn write_all(s: &mut TcpStream, opts: &Opts, mut buf: &[u8]) -> io::Result<()> {
 
 /// Reads until EOF or an error, checking every byte against `stream`; `after_read` runs with
 /// the running total after each read. Records `received`, `read_end` ("eof" or the errno).
-fn receive(s: &mut TcpStream, stream: &Stream, opts: &Opts, r: &mut Report, mut after_read: impl FnMut(&mut TcpStream, u64)) -> String {
+fn receive(
+    s: &mut TcpStream,
+    stream: &Stream,
+    opts: &Opts,
+    r: &mut Report,
+    mut after_read: impl FnMut(&mut TcpStream, u64),
+) -> String {
     let (mut buf, mut scratch, mut n) = (vec![0; 256 * 1024], vec![], 0u64);
     let mut mismatch = None;
     let end = loop {
@@ -449,7 +558,11 @@ fn serve_rst(mut s: TcpStream, _: usize, opts: &Opts) -> Report {
         }
     });
     r.set("write_after", s.write(b"x").map_or_else(|e| errno_name(&e), |_| "ok".into()));
-    r.set("read_again", s.read(&mut [0u8; 16]).map_or_else(|e| errno_name(&e), |n| if n == 0 { "eof".into() } else { format!("{n} bytes") }));
+    r.set(
+        "read_again",
+        s.read(&mut [0u8; 16])
+            .map_or_else(|e| errno_name(&e), |n| if n == 0 { "eof".into() } else { format!("{n} bytes") }),
+    );
     r
 }
 
