@@ -80,7 +80,12 @@ pub fn ensure_loaded(pins: &Pins) -> Result<bool> {
 }
 
 fn load_and_pin(pins: &Pins) -> Result<()> {
-    let mut ebpf = EbpfLoader::new().load(OBJECT).context("load BPF object")?;
+    let mut loader = EbpfLoader::new();
+    let sizes = fault::max_entries();
+    for (map, n) in &sizes {
+        loader.set_max_entries(map, *n);
+    }
+    let mut ebpf = loader.load(OBJECT).context("load BPF object")?;
     fs::create_dir_all(pins.maps_dir())?;
     fs::create_dir_all(pins.progs_dir())?;
     for name in MAPS {
