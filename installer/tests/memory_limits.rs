@@ -124,6 +124,7 @@ fn the_manifests_memory_limit_holds_the_load_and_a_smaller_one_fails_cleanly() {
     assert!(!out.status.success(), "a load cannot fit in 32 MiB: {err}");
     assert!(err.contains("memory"), "the error should say it is memory: {err}");
     assert!(!bpf::is_loaded(&node.pins), "half-loaded programs left");
-    let left: Vec<_> = fs::read_dir(node.pins.root()).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    let left: Vec<_> =
+        fs::read_dir(node.pins.root()).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     assert!(left.iter().all(|p| fs::read_dir(p).is_ok_and(|mut d| d.next().is_none())), "pins left: {left:?}");
 }

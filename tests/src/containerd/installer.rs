@@ -3,6 +3,7 @@
 //! the pods already running.
 use std::collections::BTreeMap;
 use std::fs::{self, File};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -66,6 +67,27 @@ impl Containerd {
         let mut inst = Installer { child: Some(child), log, ready };
         inst.wait_started()?;
         Ok(inst)
+    }
+
+    /// `meshaccel-installer run` killed with SIGKILL at a fault point (debug builds,
+    /// `meshaccel_node::fault`), as an OOM kill or a node's crash would: an error if it does
+    /// not get there within 30 s.
+    pub fn installer_killed_at(&self, point: &str) -> Result<()> {
+        let mut child = self
+            .installer_command("run")
+            .env("MESHACCEL_FAULT", point)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("spawn meshaccel-installer")?;
+        let exited = poll(Duration::from_secs(30), || Ok(child.try_wait()?));
+        if exited.is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let status = exited.with_context(|| format!("meshaccel-installer never reached {point}"))?;
+        ensure!(status.signal() == Some(libc::SIGKILL), "meshaccel-installer exited {status}, not killed at {point}");
+        Ok(())
     }
 
     /// `meshaccel-installer uninstall`: removes the chain entry, the plugin, every pin and
