@@ -83,7 +83,7 @@ fn load_and_pin(pins: &Pins) -> Result<()> {
     let mut loader = EbpfLoader::new();
     let sizes = fault::max_entries();
     for (map, n) in &sizes {
-        loader.set_max_entries(map, *n);
+        loader.map_max_entries(map, *n);
     }
     let mut ebpf = loader.load(OBJECT).context("load BPF object")?;
     fs::create_dir_all(pins.maps_dir())?;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::stats::{spread, Spread};
+use crate::stats::{median_ci, spread, Spread};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -169,6 +169,48 @@ impl Matrix {
     }
 }
 
+/// The goal: no cell slower than plain, read as the 90 % interval's lower end ≥ 0.98.
+pub const NOT_SLOWER: f64 = 0.98;
+
+/// What a ratio's 90 % interval says against [`NOT_SLOWER`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// Lower end above 1.
+    Faster,
+    /// Lower end ≥ 0.98: meets the goal.
+    NotSlower,
+    /// The interval straddles 0.98: more repetitions (or a quieter machine) to decide.
+    Unsettled,
+    /// Upper end below 0.98.
+    Slower,
+}
+
+impl Verdict {
+    pub fn of(ci: (f64, f64)) -> Self {
+        match ci {
+            (lo, _) if lo > 1.0 => Self::Faster,
+            (lo, _) if lo >= NOT_SLOWER => Self::NotSlower,
+            (_, hi) if hi >= NOT_SLOWER => Self::Unsettled,
+            _ => Self::Slower,
+        }
+    }
+
+    pub fn meets_goal(self) -> bool {
+        matches!(self, Self::Faster | Self::NotSlower)
+    }
+
+    /// The table's mark.
+    pub fn mark(self) -> &'static str {
+        match self {
+            Self::Faster => "▲",
+            Self::NotSlower => "=",
+            Self::Unsettled => "?",
+            Self::Slower => "▼",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
     pub key: Key,
@@ -176,6 +218,9 @@ pub struct Summary {
     pub accelerated: Option<Spread>,
     /// Speedup per repetition (accelerated and plain of the same repetition paired).
     pub ratio: Option<Spread>,
+    /// 90 % bootstrap confidence interval of the median speedup.
+    pub ratio_ci90: Option<(f64, f64)>,
+    pub verdict: Option<Verdict>,
     pub reference: Option<Spread>,
     /// At least one repetition where both modes gave a valid sample.
     pub valid: bool,
@@ -215,6 +260,8 @@ impl Summary {
             plain: spread(&values(&runs.plain)),
             accelerated: spread(&values(&runs.accelerated)),
             ratio: spread(&ratios),
+            ratio_ci90: median_ci(&ratios, 0.90),
+            verdict: median_ci(&ratios, 0.90).map(Verdict::of),
             reference: reference.and_then(|r| spread(r)),
             valid: !ratios.is_empty(),
             partial: min_share.is_some_and(|s| s < FULL_SHARE),
@@ -231,6 +278,15 @@ mod tests {
 
     fn counters(redirected: u64) -> BTreeMap<String, u64> {
         BTreeMap::from([("bytes_redirected".to_string(), redirected)])
+    }
+
+    #[test]
+    fn verdicts_read_the_interval_against_the_goal() {
+        assert_eq!(Verdict::of((1.05, 1.3)), Verdict::Faster);
+        assert_eq!(Verdict::of((0.99, 1.3)), Verdict::NotSlower);
+        assert_eq!(Verdict::of((0.90, 1.3)), Verdict::Unsettled);
+        assert_eq!(Verdict::of((0.80, 0.97)), Verdict::Slower);
+        assert!(Verdict::of((0.98, 0.99)).meets_goal() && !Verdict::of((0.97, 1.2)).meets_goal());
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub struct RunArgs {
     /// Never pin.
     #[arg(long = "no-pin")]
     no_pin: bool,
+    /// Fail (exit 1) when a cell's 90 % interval does not show it at least as fast as plain
+    /// (lower end < 0.98): the goal as a check.
+    #[arg(long)]
+    check: bool,
 }
 
 pub struct Opts {
@@ -57,6 +61,7 @@ pub struct Opts {
     pub pin: bool,
     /// How `pin` was decided, for the report.
     pub pin_reason: String,
+    pub check: bool,
 }
 
 impl Opts {
@@ -90,6 +95,7 @@ impl Opts {
             out: a.out,
             pin,
             pin_reason,
+            check: a.check,
         }
     }
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::cni_latency::CniLatency;
 use crate::machine::Machine;
-use crate::matrix::{Key, Matrix, Metric, Sample, Scenario, Summary};
+use crate::matrix::{Key, Matrix, Metric, Sample, Scenario, Summary, Verdict, NOT_SLOWER};
 use crate::opts::{size_label, Opts};
 use crate::stats::Spread;
 use crate::{heatmap, overhead};
@@ -118,6 +118,32 @@ impl Report {
         self.cells.iter().find(|c| c.key == Key { metric, size, scenario })
     }
 
+    /// Cells that do not meet the goal, as `scenario metric size (verdict)`.
+    pub fn below_goal(&self) -> Vec<String> {
+        self.cells
+            .iter()
+            .filter(|c| c.verdict.is_some_and(|v| !v.meets_goal()))
+            .map(|c| {
+                let v = c.verdict.unwrap();
+                format!("{} {} {} ({v:?})", c.key.scenario.label(), c.key.metric.short(), size_label(c.key.size))
+            })
+            .collect()
+    }
+
+    /// One line: how many cells got each verdict, and which do not meet the goal.
+    fn verdicts(&self) -> String {
+        let n = |v: Verdict| self.cells.iter().filter(|c| c.verdict == Some(v)).count();
+        let below = self.below_goal();
+        format!(
+            "Verdicts (90 % intervals vs ≥ {NOT_SLOWER}): {} faster, {} not slower, {} unsettled, {} slower{}.",
+            n(Verdict::Faster),
+            n(Verdict::NotSlower),
+            n(Verdict::Unsettled),
+            n(Verdict::Slower),
+            if below.is_empty() { String::new() } else { format!(" — below the goal: {}", below.join(", ")) }
+        )
+    }
+
     pub fn markdown(&self) -> String {
         let (m, s) = (&self.machine, &self.settings);
         let mut out = String::new();
@@ -137,7 +163,10 @@ impl Report {
              `conn-server`, epoll and non-blocking too. {} repetitions × {} s per sample; in each repetition plain and \
              accelerated run back to back, alternating which goes first; {pin}. **Ratio** = how many times faster accelerated \
              is (bandwidth and rate: accelerated ÷ plain; latency: plain ÷ accelerated), median of the per-repetition ratios \
-             (min–max); > 1 is faster. Plain and accelerated values are medians. **AF_UNIX** = the physical limit, a stream \
+             [its 90 % bootstrap confidence interval]; > 1 is faster. The mark is the interval's verdict against the goal \
+             that no cell is slower than plain (lower end ≥ 0.98): ▲ faster (lower end > 1), = not slower, ? unsettled \
+             (the interval straddles 0.98: more repetitions to decide), ▼ slower. With 3 repetitions an interval is as \
+             wide as their min–max. Plain and accelerated values are medians. **AF_UNIX** = the physical limit, a stream \
              socketpair (a path socket for connections) measured the same way (non-blocking, epoll, same sizes). Every accelerated sample was checked against \
              meshaccel's counters (bytes redirected ≥ 50 % of the bytes carried, or — marked ᵖ — the paired connection was \
              moved to plain TCP by meshaccel's streaming rule, `streaming_fallbacks`; plain samples: none redirected).\n",
@@ -179,6 +208,7 @@ impl Report {
                 let _ = writeln!(out, "{n}  ");
             }
         }
+        let _ = writeln!(out, "\n{}", self.verdicts());
         overhead::markdown(&self.overhead, &mut out);
         out.push_str(&self.cni.markdown());
         out
@@ -197,8 +227,8 @@ fn ratio_text(c: &Summary, notes: &mut Vec<String>) -> String {
         ));
         format!("[{}]", notes.len())
     };
-    let text = match (c.valid, c.ratio) {
-        (true, Some(r)) => format!("**{:.2}×** ({:.2}–{:.2})", r.median, r.min, r.max),
+    let text = match (c.valid, c.ratio, c.ratio_ci90, c.verdict) {
+        (true, Some(r), Some((lo, hi)), Some(v)) => format!("{} **{:.2}×** [{lo:.2}–{hi:.2}]", v.mark(), r.median),
         _ => format!("**invalid** {}", mark(c.problems.join("; "))),
     };
     let text = if c.valid && c.chose_plain { format!("{text} ᵖ") } else { text };

@@ -253,6 +253,12 @@ pub fn run(o: &Opts) -> Result<()> {
     // defect of meshaccel or of the bench, never a number to quote.
     let invalid = report.cells.iter().filter(|c| !c.valid).count();
     ensure!(invalid == 0, "{invalid} cells without a valid plain/accelerated pair (see the notes under the table)");
+    let below = report.below_goal();
+    ensure!(
+        !o.check || below.is_empty(),
+        "--check: below the goal (90 % interval's lower end < 0.98): {}",
+        below.join(", ")
+    );
     Ok(())
 }
 

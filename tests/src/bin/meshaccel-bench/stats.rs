@@ -1,4 +1,4 @@
-//! Medians, spreads and percentiles of samples.
+//! Medians, spreads, percentiles and bootstrap confidence intervals of samples.
 use serde::Serialize;
 
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -36,6 +36,43 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
+/// A two-sided confidence interval of the median of `xs` at `level` (0.90: 5th to 95th
+/// percentile of the medians of resamples): the percentile bootstrap, with a fixed-seed
+/// generator so one set of samples always gets the same interval. With few samples it can
+/// be no narrower than they are (3 samples: their min–max), which is the honest answer.
+pub fn median_ci(xs: &[f64], level: f64) -> Option<(f64, f64)> {
+    const RESAMPLES: usize = 4000;
+    if xs.is_empty() {
+        return None;
+    }
+    let mut rng = SplitMix64(0x6d65_7368_6163_6365);
+    let mut medians = Vec::with_capacity(RESAMPLES);
+    let mut resample = vec![0.0; xs.len()];
+    for _ in 0..RESAMPLES {
+        for r in resample.iter_mut() {
+            *r = xs[(rng.next() % xs.len() as u64) as usize];
+        }
+        resample.sort_by(f64::total_cmp);
+        medians.push(quantile(&resample, 0.5));
+    }
+    medians.sort_by(f64::total_cmp);
+    let tail = (1.0 - level) / 2.0;
+    Some((quantile(&medians, tail), quantile(&medians, 1.0 - tail)))
+}
+
+/// SplitMix64 (Steele, Lea, Flood 2014): small, fast, good enough to draw resample indices.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +85,18 @@ mod tests {
         assert!(spread(&[]).is_none());
         let sorted: Vec<f64> = (1..=100).map(f64::from).collect();
         assert!((quantile(&sorted, 0.99) - 99.01).abs() < 1e-9);
+    }
+
+    #[test]
+    fn bootstrap_intervals_hold_the_median_and_shrink_with_samples() {
+        let few = median_ci(&[0.9, 1.0, 1.1], 0.90).unwrap();
+        assert!(few.0 >= 0.9 && few.1 <= 1.1 && few.0 < 1.0 && few.1 > 1.0, "{few:?}");
+        // 40 samples spread like the 3: a much narrower interval around the same median.
+        let many: Vec<f64> = (0..40).map(|i| 0.9 + 0.2 * f64::from(i) / 39.0).collect();
+        let (lo, hi) = median_ci(&many, 0.90).unwrap();
+        assert!(lo < 1.0 && hi > 1.0 && hi - lo < (few.1 - few.0) / 2.0, "{lo}–{hi} vs {few:?}");
+        assert_eq!(median_ci(&many, 0.90), median_ci(&many, 0.90), "the same samples, the same interval");
+        assert_eq!(median_ci(&[2.0], 0.90), Some((2.0, 2.0)));
+        assert!(median_ci(&[], 0.90).is_none());
     }
 }
