@@ -1,6 +1,11 @@
 //! The installer image (tests/image/build) run through containerd's CRI as kubelet runs
 //! manifests/daemonset.yaml: everything about the pod comes from the manifest; only the
 //! hostPaths point at this test's node instead of the host's real directories.
+//!
+//! Not here: adoption of running pods by the containerised installer. The ConfigMap's
+//! `cgroupRoot` is the host's (auto) while this node's pods live in a private cgroup subtree,
+//! so it would need a ConfigMap of the test's own; containerd_e2e.rs tests adoption with the
+//! same binary run directly.
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
