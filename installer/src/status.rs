@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use meshaccel_common::Counter;
 use meshaccel_node::bpf;
 use meshaccel_node::pins::Pins;
 
@@ -139,10 +140,34 @@ impl Status {
         }
         if let Ok(counters) = bpf::read_counters(&self.pins) {
             for (c, v) in counters {
-                let name = format!("meshaccel_sockmap_{}_total", c.name());
-                metric(&name, "counter", "Sockmap datapath counter summed over CPUs (meshaccel stats).", &[("", v)]);
+                let (name, help) = datapath_metric(c);
+                metric(&format!("meshaccel_sockmap_{name}_total"), "counter", help, &[("", v)]);
             }
         }
         out
+    }
+}
+
+/// Each datapath counter's metric name (between `meshaccel_sockmap_` and `_total`; a unit
+/// comes last, as Prometheus names it) and help. `meshaccel stats` names them too, its
+/// own way (`Counter::name`).
+fn datapath_metric(c: Counter) -> (&'static str, &'static str) {
+    match c {
+        Counter::SocketsInserted => ("sockets_inserted", "Sockets put in the sockhash at establishment."),
+        Counter::InsertFailures => ("insert_failures", "Sockhash inserts the kernel refused (key taken, map full)."),
+        Counter::MsgRedirected => ("msgs_redirected", "Messages delivered straight into the peer socket."),
+        Counter::RedirectMisses => {
+            ("redirect_misses", "Connections left on plain TCP: peer not an accelerated socket of this node.")
+        }
+        Counter::BytesRedirected => ("redirected_bytes", "Bytes delivered straight into the peer socket."),
+        Counter::MsgPassed => ("msgs_passed", "Messages sent on plain TCP by connections decided plain."),
+        Counter::Ambiguous => ("ambiguous", "Pairings refused (Fast Open data, key taken): left on plain TCP."),
+        Counter::Backpressure => ("backpressure_fallbacks", "Connections moved to plain TCP: the reader fell behind."),
+        Counter::Filtered => ("filtered", "Connections the pod's filter rules kept on plain TCP."),
+        Counter::Streaming => ("streaming_fallbacks", "Connection ends moved to plain TCP: they stream small writes."),
+        Counter::LeftSockmap => {
+            ("left_sockmap", "Streaming ends that left the sockmap (nothing redirected into them).")
+        }
+        Counter::Blocking => ("blocking_plain", "Connection ends kept on plain TCP: they use blocking sockets."),
     }
 }

@@ -29,19 +29,25 @@ fn built(env_override: &str, package: &str, bin: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(env_override) {
         return p.into();
     }
-    let profile = profile_dir();
-    let name = profile.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
+    let (target, profile) = cargo_target();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", package, "--bin", bin, "--profile"])
-        .arg(if name == "debug" { "dev" } else { name })
+        .args(["build", "--quiet", "-p", package, "--bin", bin, "--profile", &profile])
         .arg("--target-dir")
-        .arg(profile.parent().expect("target dir"))
+        .arg(target)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .expect("run cargo");
     assert!(status.success(), "building {bin} failed ({env_override} selects a prebuilt one)");
-    profile.join(bin)
+    profile_dir().join(bin)
+}
+
+/// The running test's cargo target dir and profile, to build more of the workspace alike.
+pub fn cargo_target() -> (PathBuf, String) {
+    let profile = profile_dir();
+    let name = profile.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
+    let name = if name == "debug" { "dev" } else { name }.to_string();
+    (profile.parent().expect("target dir").to_path_buf(), name)
 }
 
 /// The traffic/exec helper of this package (`MESHACCEL_TESTKIT` overrides).

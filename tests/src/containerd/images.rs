@@ -1,15 +1,17 @@
-//! The two images the e2e tests need, built locally as OCI image-layout tarballs (no
-//! registry is reachable) and imported with `ctr`: a static pause, and busybox with a static
-//! `nbcat` (nbcat.c: nc with non-blocking sockets, the kind of program meshaccel accelerates).
+//! The images the e2e tests need, built locally as OCI image-layout tarballs (no registry is
+//! reachable) and imported with `ctr`: a static pause, busybox with a static `nbcat`
+//! (nbcat.c: nc with non-blocking sockets, the kind of program meshaccel accelerates), and,
+//! for the tests that run the DaemonSet, the installer image of `tests/image/build`.
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use serde_json::json;
 
 use super::Containerd;
-use crate::run;
+use crate::{binaries, oci, run};
 
 pub const PAUSE: &str = "docker.io/meshaccel-test/pause:1";
 pub const BUSYBOX: &str = "docker.io/meshaccel-test/busybox:1";
@@ -52,79 +54,32 @@ pub fn build_and_import(node: &Containerd) -> Result<()> {
 
     for (name, rootfs, entrypoint) in [(PAUSE, &pause_root, "/pause"), (BUSYBOX, &bb_root, "/bin/sh")] {
         let tar = work.join(format!("{}.tar", entrypoint.trim_start_matches('/').replace('/', "-")));
-        oci_archive(name, rootfs, entrypoint, &work.join("layout"), &tar)?;
-        run(
-            "ctr",
-            &["--address", node.socket().to_str().unwrap(), "-n", "k8s.io", "images", "import", tar.to_str().unwrap()],
-        )
-        .with_context(|| format!("import {name}"))?;
+        oci::archive(name, rootfs, json!({"Entrypoint": [entrypoint], "Env": ["PATH=/bin"]}), &tar)?;
+        import(node, &tar).with_context(|| format!("import {name}"))?;
     }
     Ok(())
 }
 
-/// Writes `blob` into the layout's blob store; returns its descriptor fields.
-fn put_blob(layout: &Path, blob: &[u8]) -> Result<(String, usize)> {
-    let tmp = layout.join("blob.tmp");
-    fs::write(&tmp, blob)?;
-    let digest = store(layout, &tmp)?;
-    Ok((digest, blob.len()))
+/// The installer image as `tests/image/build` makes it (from this test's own build: its
+/// profile and target dir), imported into the node. Returns the archive.
+pub fn import_installer(node: &Containerd) -> Result<PathBuf> {
+    let (target, profile) = binaries::cargo_target();
+    let out = node.dir().join("images/installer.tar");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("image/build");
+    let built = Command::new(&script)
+        .arg(&out)
+        .env("PROFILE", profile)
+        .env("CARGO_TARGET_DIR", target)
+        .output()
+        .with_context(|| format!("run {}", script.display()))?;
+    let log = String::from_utf8_lossy(&built.stderr);
+    ensure!(built.status.success(), "tests/image/build failed ({}): {log}", built.status);
+    import(node, &out).context("import the installer image")?;
+    Ok(out)
 }
 
-/// Moves a file into `blobs/sha256/<digest>`; returns `sha256:<digest>`.
-fn store(layout: &Path, file: &Path) -> Result<String> {
-    let out = run("sha256sum", &[file.to_str().unwrap()])?;
-    let hex = out.split_whitespace().next().context("sha256sum output")?.to_string();
-    fs::rename(file, layout.join("blobs/sha256").join(&hex))?;
-    Ok(format!("sha256:{hex}"))
-}
-
-/// An OCI image layout with one uncompressed layer, named `name` for containerd's import.
-fn oci_archive(name: &str, rootfs: &Path, entrypoint: &str, layout: &Path, out: &Path) -> Result<()> {
-    let _ = fs::remove_dir_all(layout);
-    fs::create_dir_all(layout.join("blobs/sha256"))?;
-    let layer = layout.join("layer.tar");
-    run(
-        "tar",
-        &[
-            "--sort=name",
-            "--owner=0",
-            "--group=0",
-            "--numeric-owner",
-            "--mtime=@0",
-            "-C",
-            rootfs.to_str().unwrap(),
-            "-cf",
-            layer.to_str().unwrap(),
-            ".",
-        ],
-    )?;
-    let layer_size = fs::metadata(&layer)?.len();
-    let layer_digest = store(layout, &layer)?;
-    let config = json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {"Entrypoint": [entrypoint], "Env": ["PATH=/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
-    });
-    let (config_digest, config_size) = put_blob(layout, config.to_string().as_bytes())?;
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size}],
-    });
-    let (manifest_digest, manifest_size) = put_blob(layout, manifest.to_string().as_bytes())?;
-    let index = json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": manifest_digest,
-            "size": manifest_size,
-            "annotations": {"io.containerd.image.name": name},
-        }],
-    });
-    fs::write(layout.join("index.json"), index.to_string())?;
-    fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    run("tar", &["-C", layout.to_str().unwrap(), "-cf", out.to_str().unwrap(), "oci-layout", "index.json", "blobs"])?;
-    Ok(())
+/// `ctr images import` into the CRI's namespace, `k8s.io`.
+fn import(node: &Containerd, tar: &Path) -> Result<()> {
+    let (socket, tar) = (node.socket(), tar.display().to_string());
+    run("ctr", &["--address", socket.to_str().unwrap(), "-n", "k8s.io", "images", "import", &tar]).map(drop)
 }

@@ -5,6 +5,7 @@
 //! CNI conf and bin dir, a cgroup subtree for the pods, and images built locally (no
 //! registry is reachable). Drop removes the pods through CRI, stops containerd and its
 //! shims, and removes mounts, cgroups, the netns and the directory.
+pub mod daemonset;
 pub mod images;
 pub mod installer;
 pub mod network;
@@ -66,7 +67,7 @@ impl Containerd {
             cgroup_name: name,
             dir,
         };
-        for d in [c.conf_dir(), c.bin_dir(), c.dir.join("root"), c.dir.join("state")] {
+        for d in [c.conf_dir(), c.bin_dir(), c.dir.join("root"), c.dir.join("state"), c.dir.join("run")] {
             fs::create_dir_all(&d).with_context(|| format!("create {}", d.display()))?;
         }
         fs::create_dir_all(&c.cgroup_root).with_context(|| format!("create {}", c.cgroup_root.display()))?;
@@ -141,7 +142,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     }
 
     pub fn socket(&self) -> PathBuf {
-        self.dir.join("containerd.sock")
+        // In a directory of its own: the DaemonSet mounts the socket's directory.
+        self.dir.join("run/containerd.sock")
     }
 
     pub fn conf_dir(&self) -> PathBuf {

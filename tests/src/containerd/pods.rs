@@ -42,9 +42,7 @@ impl Containerd {
     /// (something other than kubelet's layout, to test what cannot be found).
     pub fn run_pod_in(&self, name: &str, uid: &str, annotations: &[(&str, &str)], rel: &Path) -> Result<CriPod> {
         let uid = uid.to_string();
-        let cgroup = self.cgroup_root().join(rel);
-        fs::create_dir_all(&cgroup).with_context(|| format!("create {}", cgroup.display()))?;
-        let parent = PathBuf::from("/").join(self.cgroup_root().file_name().unwrap()).join(rel);
+        let (cgroup, cgroup_parent) = self.create_pod_cgroup(rel)?;
         let config = api::PodSandboxConfig {
             metadata: Some(api::PodSandboxMetadata {
                 name: name.into(),
@@ -55,20 +53,12 @@ impl Containerd {
             hostname: name.into(),
             annotations: annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             labels: HashMap::from([("app".to_string(), name.to_string())]),
-            linux: Some(api::LinuxPodSandboxConfig {
-                cgroup_parent: parent.display().to_string(),
-                ..Default::default()
-            }),
+            linux: Some(api::LinuxPodSandboxConfig { cgroup_parent, ..Default::default() }),
             ..Default::default()
         };
+        let sandbox_id = self.run_sandbox(&config)?;
         let cri = self.cri();
         let mut rs = cri.runtime();
-        let req = api::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() };
-        let sandbox_id = cri
-            .block_on(rs.run_pod_sandbox(req))
-            .with_context(|| format!("RunPodSandbox {name}"))?
-            .into_inner()
-            .pod_sandbox_id;
         let status = cri
             .block_on(rs.pod_sandbox_status(api::PodSandboxStatusRequest {
                 pod_sandbox_id: sandbox_id.clone(),
@@ -84,26 +74,55 @@ impl Containerd {
 
     /// Creates and starts a busybox container running `cmd`; returns its id.
     pub fn start_container(&self, pod: &CriPod, name: &str, cmd: &[&str]) -> Result<String> {
-        let cri = self.cri();
-        let mut rs = cri.runtime();
         let config = api::ContainerConfig {
             metadata: Some(api::ContainerMetadata { name: name.into(), attempt: 0 }),
             image: Some(api::ImageSpec { image: images::BUSYBOX.into(), ..Default::default() }),
             command: cmd.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         };
+        self.create_and_start(&pod.sandbox_id, &pod.config, config)
+    }
+
+    /// The pod cgroup at `rel` under the node's cgroup root, created as kubelet does before
+    /// RunPodSandbox: (its cgroup v2 path, the `cgroup_parent` to ask for).
+    pub(super) fn create_pod_cgroup(&self, rel: &Path) -> Result<(PathBuf, String)> {
+        let cgroup = self.cgroup_root().join(rel);
+        fs::create_dir_all(&cgroup).with_context(|| format!("create {}", cgroup.display()))?;
+        let parent = PathBuf::from("/").join(self.cgroup_root().file_name().unwrap()).join(rel);
+        Ok((cgroup, parent.display().to_string()))
+    }
+
+    /// RunPodSandbox; returns the sandbox id.
+    pub(super) fn run_sandbox(&self, config: &api::PodSandboxConfig) -> Result<String> {
+        let name = config.metadata.as_ref().map_or("", |m| m.name.as_str());
+        let mut rs = self.cri().runtime();
+        let req = api::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() };
+        let resp = self.cri().block_on(rs.run_pod_sandbox(req)).with_context(|| format!("RunPodSandbox {name}"))?;
+        Ok(resp.into_inner().pod_sandbox_id)
+    }
+
+    /// CreateContainer + StartContainer in a sandbox; returns the container id.
+    pub(super) fn create_and_start(
+        &self,
+        sandbox_id: &str,
+        sandbox_config: &api::PodSandboxConfig,
+        config: api::ContainerConfig,
+    ) -> Result<String> {
+        let cri = self.cri();
+        let mut rs = cri.runtime();
+        let name = format!("{}/{}", sandbox_id, config.metadata.as_ref().map_or("", |m| m.name.as_str()));
         let req = api::CreateContainerRequest {
-            pod_sandbox_id: pod.sandbox_id.clone(),
+            pod_sandbox_id: sandbox_id.into(),
             config: Some(config),
-            sandbox_config: Some(pod.config.clone()),
+            sandbox_config: Some(sandbox_config.clone()),
         };
         let id = cri
             .block_on(rs.create_container(req))
-            .with_context(|| format!("CreateContainer {}/{name}", pod.name))?
+            .with_context(|| format!("CreateContainer {name}"))?
             .into_inner()
             .container_id;
         cri.block_on(rs.start_container(api::StartContainerRequest { container_id: id.clone() }))
-            .with_context(|| format!("StartContainer {}/{name}", pod.name))?;
+            .with_context(|| format!("StartContainer {name}"))?;
         Ok(id)
     }
 
