@@ -4,6 +4,10 @@
 //! request is answered with the nonce's complement and the connection dropped. At most
 //! `--max-conns` connections at a time (more are rejected) and each lives at most
 //! `--timeout-ms`, so a dead or one-way-broken peer costs bounded memory and time.
+//!
+//! A node without an RDMA device (or whose device is not up yet) is not an error: the
+//! responder keeps trying to listen, so the DaemonSet's container runs (and its pod gets
+//! Ready) on every node, and probes are answered as soon as a device appears.
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,9 +54,24 @@ impl Options {
     }
 }
 
+/// The first retry of a failed listen, doubled up to [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(60);
+
 pub fn main(opts: Options) -> Result<()> {
     let log = meshaccel_node::logging::logger("meshaccel", "", opts.log_level).new(o!("cmd" => "rdma-responder"));
-    let r = Responder::bind(opts.listen)?;
+    let mut retry = FIRST_RETRY;
+    let r = loop {
+        match Responder::bind(opts.listen) {
+            Ok(r) => break r,
+            Err(e) => {
+                warn!(log, "cannot listen for RDMA reachability probes (no RDMA device?); retrying";
+                    "listen" => %opts.listen, "retryInSecs" => retry.as_secs(), "error" => format!("{e:#}"));
+                std::thread::sleep(retry);
+                retry = (retry * 2).min(MAX_RETRY);
+            }
+        }
+    };
     info!(log, "listening for RDMA reachability probes"; "listen" => %opts.listen,
           "timeoutMs" => opts.timeout_ms, "maxConns" => opts.max_conns);
     r.run(&opts, &log)

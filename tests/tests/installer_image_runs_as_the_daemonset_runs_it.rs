@@ -83,9 +83,23 @@ fn the_image_is_built_here_and_is_the_one_the_manifest_runs() -> Result<()> {
     let rootfs = node.dir().join("installer-rootfs");
     let out = in_image(&rootfs, &["/usr/local/bin/meshaccel-installer", "config"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = in_image(&rootfs, &["/opt/meshaccel/bin/meshaccel", "rdma-responder", "--listen", "127.0.0.1:1"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("rdma_create_event_channel") && !err.contains("not loadable"), "{err}");
+    // Without a device the responder keeps running and says why it cannot listen yet.
+    let mut responder = Command::new("/usr/sbin/chroot")
+        .arg(&rootfs)
+        .args(["/opt/meshaccel/bin/meshaccel", "rdma-responder", "--listen", "127.0.0.1:1"])
+        .env_clear()
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(responder.stderr.take().unwrap()), &mut line)?;
+    let still_running = responder.try_wait()?.is_none();
+    responder.kill()?;
+    responder.wait()?;
+    assert!(still_running, "the responder exited without an RDMA device: {line}");
+    assert!(
+        line.contains("retrying") && line.contains("rdma_create_event_channel") && !line.contains("not loadable"),
+        "{line}"
+    );
     Ok(())
 }
 
