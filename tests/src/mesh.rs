@@ -253,10 +253,14 @@ pub fn sockhash_keys(node: &TestNode) -> Result<Vec<ConnKey>> {
 
 /// Whether both ends of the connection whose client end is `client` are in the sockhash.
 pub fn both_ends_paired(keys: &[ConnKey], client: SocketAddr) -> bool {
-    let SocketAddr::V4(c) = client else { return false };
-    let ip = u32::from_ne_bytes(c.ip().octets());
+    let v6 = match client.ip() {
+        std::net::IpAddr::V4(a) => a.to_ipv6_mapped(),
+        std::net::IpAddr::V6(a) => a,
+    };
+    let o = v6.octets();
+    let ip: [u32; 4] = std::array::from_fn(|i| u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]]));
     let ends = |role| {
-        keys.iter().filter(|k| k.client_ip4 == ip && k.client_port == u32::from(c.port()) && k.role == role).count()
+        keys.iter().filter(|k| k.client_ip == ip && k.client_port == u32::from(client.port()) && k.role == role).count()
     };
     ends(ConnKey::CLIENT) == 1 && ends(ConnKey::SERVER) == 1
 }
