@@ -161,16 +161,25 @@ pub fn in_netns(pod: &Pod, program: &str, args: &[&str]) -> Result<String> {
 
 /// Loads `rules` (iptables-restore format) into `pod`'s netns, keeping what is there.
 pub fn apply_iptables(pod: &Pod, rules: &str) -> Result<()> {
+    restore(pod, "iptables-restore", rules)
+}
+
+/// [`apply_iptables`] for IPv6 (`ip6tables-restore`).
+pub fn apply_ip6tables(pod: &Pod, rules: &str) -> Result<()> {
+    restore(pod, "ip6tables-restore", rules)
+}
+
+fn restore(pod: &Pod, tool: &str, rules: &str) -> Result<()> {
     let net = format!("--net={}", pod.netns_path().display());
     let mut child = Command::new("nsenter")
-        .args([net.as_str(), "--", "iptables-restore", "--noflush", "--wait"])
+        .args([net.as_str(), "--", tool, "--noflush", "--wait"])
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .context("run iptables-restore")?;
+        .with_context(|| format!("run {tool}"))?;
     child.stdin.take().unwrap().write_all(rules.as_bytes())?;
     let out = child.wait_with_output()?;
-    ensure!(out.status.success(), "iptables-restore in {}: {}", pod.name(), String::from_utf8_lossy(&out.stderr));
+    ensure!(out.status.success(), "{tool} in {}: {}", pod.name(), String::from_utf8_lossy(&out.stderr));
     Ok(())
 }
 

@@ -1,0 +1,318 @@
+//! Native IPv6 between accelerated pods of a dual-stack node is accelerated as IPv4 is (the
+//! IPv6 twins of pod_to_pod_traffic_is_redirected_intact, loopback_is_redirected_and_isolated
+//! _per_pod, unaccelerated_peer_is_not_redirected, filter_rules_decide_per_connection and
+//! pairing_is_never_ambiguous): redirected intact pod↔pod and over `::1`, every pod's `::1`
+//! its own, unaccelerated peers and NAT on the path left plain, IPv6 CIDRs in the filter
+//! rules, and IPv4 and IPv6 connections of one dual-stack listener never mistaken for each
+//! other.
+use std::net::Ipv6Addr;
+
+use meshaccel_tests::mesh::{self, counters, counters_since, established};
+use meshaccel_tests::scenario::{clean, client, echo_traffic, server, TIMEOUT};
+use meshaccel_tests::{Chain, Pod, Proc, TestNode};
+use serde_json::json;
+
+fn v6(pod: &Pod, port: u16) -> String {
+    format!("[{}]:{port}", pod.ip6())
+}
+
+fn count(d: &std::collections::BTreeMap<&'static str, u64>, k: &str) -> u64 {
+    d.get(k).copied().unwrap_or(0)
+}
+
+fn finish_all(pairs: Vec<(Proc, Proc)>) {
+    for (s, c) in pairs {
+        let label = c.label().to_string();
+        clean(c.finish(TIMEOUT).unwrap()).unwrap_or_else(|e| panic!("{label}: {e:#}"));
+        clean(s.finish(TIMEOUT).unwrap()).unwrap_or_else(|e| panic!("server of {label}: {e:#}"));
+    }
+}
+
+#[test]
+fn ipv6_echo_between_pods_is_redirected_and_intact() {
+    const CONNS: u32 = 16;
+    const BYTES: u64 = 4 << 20;
+    let node = TestNode::dual_stack().unwrap();
+    let server = node.accelerated_pod("server").unwrap();
+    let client = node.accelerated_pod("client").unwrap();
+    let before = node.stats().unwrap();
+    let (c, s) = echo_traffic(&server, "[::]:5201", &client, &v6(&server, 5201), CONNS, BYTES, "poll").unwrap();
+    let total = u64::from(CONNS) * BYTES;
+    assert_eq!(s["conns"].as_array().unwrap().iter().map(|c| c["received"].as_u64().unwrap()).sum::<u64>(), total);
+    assert_eq!(c["conns"].as_array().unwrap().len(), CONNS as usize);
+    let d = node.stats().unwrap().since(&before);
+    assert!(d.bytes_redirected >= 2 * total, "sent {total} bytes each way: {d:?}");
+    assert_eq!(d.sockets_inserted, 2 * u64::from(CONNS), "{d:?}");
+    assert_eq!((d.insert_failures, d.redirect_misses, d.ambiguous), (0, 0, 0), "{d:?}");
+}
+
+/// One `[::]` listener, IPv4 clients (v4-mapped AF_INET6 sockets on the server side) and
+/// IPv6 clients from the same client ports, all established before any sends: every
+/// connection pairs with its own peer and carries exactly its own bytes.
+#[test]
+fn ipv4_and_ipv6_clients_of_one_dual_stack_listener_pair_each_with_its_own_peer() {
+    const CONNS: u64 = 4;
+    const BYTES: u64 = 1 << 20;
+    let node = TestNode::dual_stack().unwrap();
+    let srv = node.accelerated_pod("server").unwrap();
+    let cli = node.accelerated_pod("client").unwrap();
+    let before = node.stats().unwrap();
+    let (n, all) = (CONNS.to_string(), (2 * CONNS).to_string());
+    let tags = format!("100..{}", 100 + 2 * CONNS - 1);
+    let s = server(&srv, "[::]:5202", "echo", &["--conns", &all, "--expect-tags", &tags, "--io", "poll"]).unwrap();
+    let mut clients = vec![];
+    for (base, connect) in [(100u64, format!("{}:5202", srv.ip())), (100 + CONNS, v6(&srv, 5202))] {
+        let args = [
+            "--conns",
+            &n,
+            "--bytes",
+            &BYTES.to_string(),
+            "--tag-base",
+            &base.to_string(),
+            "--bind-port",
+            "40000",
+            "--wait-go",
+            "--io",
+            "poll",
+        ];
+        let mut c = client(&cli, &connect, "verify", &args).unwrap();
+        c.expect_event("ready", TIMEOUT).unwrap();
+        clients.push(c);
+    }
+    for c in &mut clients {
+        c.send("go").unwrap();
+    }
+    for c in clients {
+        let label = c.label().to_string();
+        clean(c.finish(TIMEOUT).unwrap()).unwrap_or_else(|e| panic!("{label}: {e:#}"));
+    }
+    clean(s.finish(TIMEOUT).unwrap()).unwrap();
+    let d = node.stats().unwrap().since(&before);
+    assert_eq!(d.sockets_inserted, 2 * 2 * CONNS, "{d:?}");
+    assert_eq!(d.bytes_redirected, 2 * 2 * CONNS * BYTES, "{d:?}");
+    assert_eq!((d.insert_failures, d.ambiguous, d.redirect_misses), (0, 0, 0), "{d:?}");
+}
+
+#[test]
+fn ipv6_loopback_request_response_is_redirected_and_intact() {
+    let node = TestNode::dual_stack().unwrap();
+    let pod = node.accelerated_pod("lo-rr").unwrap();
+    let srv = mesh::echo_server(&pod, "[::1]:6000", &[51]).unwrap();
+    let before = node.stats().unwrap();
+    let (conns, requests, size) = (4u64, 500u64, 1024u64);
+    let args = ["--conns", &conns.to_string(), "--requests", &requests.to_string(), "--size", &size.to_string()]
+        .map(String::from);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let done = clean(mesh::rr(&pod, "[::1]:6000", 51, &args).unwrap().finish(TIMEOUT).unwrap()).unwrap();
+    clean(mesh::stop(srv).unwrap()).unwrap();
+    let d = node.stats().unwrap().since(&before);
+    assert_eq!(done["requests"], conns * requests, "{done:#}");
+    assert_eq!(d.sockets_inserted, 2 * conns, "{d:?}");
+    assert_eq!(d.streaming_fallbacks, 0, "{d:?}");
+    assert!(d.bytes_redirected >= 2 * conns * requests * size, "{d:?}");
+}
+
+/// The same `::1` 4-tuples in two pods at once: each pair is redirected within its own pod.
+#[test]
+fn identical_ipv6_loopback_tuples_in_two_pods_never_cross_deliver() {
+    const CONNS: u64 = 8;
+    let node = TestNode::dual_stack().unwrap();
+    let pods = [node.accelerated_pod("lo-a").unwrap(), node.accelerated_pod("lo-b").unwrap()];
+    let before = node.stats().unwrap();
+    let conns = CONNS.to_string();
+    let mut procs = vec![];
+    for (pod, tag_base) in pods.iter().zip([1000u64, 2000]) {
+        let tags = format!("{tag_base}..{}", tag_base + CONNS - 1);
+        let srv =
+            server(pod, "[::1]:6000", "echo", &["--conns", &conns, "--expect-tags", &tags, "--io", "poll"]).unwrap();
+        let args = [
+            "--conns",
+            &conns,
+            "--bytes",
+            "1048576",
+            "--tag-base",
+            &tag_base.to_string(),
+            "--bind-port",
+            "40000",
+            "--wait-go",
+            "--io",
+            "poll",
+        ];
+        let mut cli = client(pod, "[::1]:6000", "verify", &args).unwrap();
+        cli.expect_event("ready", TIMEOUT).unwrap();
+        procs.push((srv, cli));
+    }
+    for (_, cli) in &mut procs {
+        cli.send("go").unwrap();
+    }
+    finish_all(procs);
+    let d = node.stats().unwrap().since(&before);
+    assert_eq!(d.sockets_inserted, 2 * 2 * CONNS, "{d:?}");
+    assert!(d.bytes_redirected >= 2 * 2 * CONNS * (1 << 20), "the traffic must have been redirected: {d:?}");
+    assert_eq!((d.insert_failures, d.ambiguous), (0, 0), "{d:?}");
+}
+
+fn talks_plainly_over_ipv6(node: &TestNode, accelerated: &Pod, plain: &Pod) {
+    const CONNS: u32 = 4;
+    let before = node.stats().unwrap();
+    echo_traffic(accelerated, "[::]:5300", plain, &v6(accelerated, 5300), CONNS, 1 << 20, "poll").unwrap();
+    echo_traffic(plain, "[::]:5300", accelerated, &v6(plain, 5300), CONNS, 1 << 20, "poll").unwrap();
+    let d = node.stats().unwrap().since(&before);
+    assert_eq!((d.msgs_redirected, d.bytes_redirected), (0, 0), "{d:?}");
+    assert_eq!(d.sockets_inserted, 0, "{d:?}");
+    assert_eq!(d.redirect_misses, u64::from(CONNS), "the accelerated server end saw its unaccelerated clients: {d:?}");
+}
+
+#[test]
+fn ipv6_peer_of_a_chain_without_meshaccel_is_not_redirected() {
+    let node = TestNode::dual_stack().unwrap();
+    let accelerated = node.accelerated_pod("fast").unwrap();
+    let plain = node.pod("plain").chain(Chain::BridgeOnly).start().unwrap();
+    talks_plainly_over_ipv6(&node, &accelerated, &plain);
+}
+
+#[test]
+fn ipv6_peer_opted_out_by_annotation_is_not_redirected() {
+    let node = TestNode::dual_stack().unwrap();
+    let accelerated = node.accelerated_pod("fast").unwrap();
+    let plain = node.opted_out_pod("optout").unwrap();
+    talks_plainly_over_ipv6(&node, &accelerated, &plain);
+}
+
+/// One echo connection to `server`:`port` (over IPv6 or IPv4): whether it was redirected.
+fn redirected(node: &TestNode, server: &Pod, client: &Pod, port: u16, ipv6: bool) -> bool {
+    let before = node.stats().unwrap();
+    let connect = if ipv6 { v6(server, port) } else { format!("{}:{port}", server.ip()) };
+    echo_traffic(server, &format!("[::]:{port}"), client, &connect, 1, 256 << 10, "poll").unwrap();
+    let d = node.stats().unwrap().since(&before);
+    let accelerated = d.bytes_redirected > 0;
+    assert_eq!(d.sockets_inserted, if accelerated { 2 } else { 0 }, "port {port}: {d:?}");
+    if !accelerated {
+        assert!(d.filtered >= 1, "port {port}: kept plain by a rule: {d:?}");
+    }
+    accelerated
+}
+
+#[test]
+fn rules_select_ipv6_connections_by_cidr_and_ipv4_networks_only_ipv4_peers() {
+    let node = TestNode::dual_stack_with_sockmap(json!({
+        "enabled": true,
+        "rules": [
+            // Test pods get IPv6 addresses in fd00:6d61::/32 (the harness's pool).
+            {"cidr": "fd00:6d61::/32", "ports": 5640, "action": "return"},
+            {"cidr": "2001:db8::/32", "ports": 5641, "action": "return"},
+            {"cidr": "0.0.0.0/0", "ports": 5642, "action": "return"},
+            {"cidr": "10.192.0.0/10", "ports": 5643, "action": "return"},
+            {"cidr": "::/0", "ports": 5644, "action": "return"},
+            {"ports": 5645, "action": "return"},
+        ],
+        "defaultAction": "accept",
+    }))
+    .unwrap();
+    let server = node.accelerated_pod("server").unwrap();
+    let client = node.accelerated_pod("client").unwrap();
+    assert!(!redirected(&node, &server, &client, 5640, true), "the IPv6 peer is inside the CIDR");
+    assert!(redirected(&node, &server, &client, 5640, false), "an IPv6 CIDR does not match an IPv4 peer");
+    assert!(redirected(&node, &server, &client, 5641, true), "the IPv6 peer is outside the CIDR");
+    assert!(redirected(&node, &server, &client, 5642, true), "0.0.0.0/0 matches no IPv6 peer");
+    assert!(!redirected(&node, &server, &client, 5642, false), "0.0.0.0/0 matches every IPv4 peer");
+    assert!(redirected(&node, &server, &client, 5643, true), "an IPv4 CIDR does not match an IPv6 peer");
+    assert!(!redirected(&node, &server, &client, 5643, false));
+    assert!(!redirected(&node, &server, &client, 5644, true), "::/0 matches IPv6 peers");
+    assert!(!redirected(&node, &server, &client, 5644, false), "and IPv4 ones (v4-mapped)");
+    assert!(!redirected(&node, &server, &client, 5645, true), "a rule without a CIDR, over IPv6");
+    assert!(redirected(&node, &server, &client, 5700, true), "no rule matches: default accept");
+}
+
+/// A tagged client of one connection from local port `bind`, established and waiting.
+fn tagged_client(from: &Pod, connect: &str, tag: u64, bind: u16) -> Proc {
+    let (tag, bind) = (tag.to_string(), bind.to_string());
+    let args =
+        ["--conns", "1", "--bytes", "1048576", "--tag-base", &tag, "--bind-port", &bind, "--wait-go", "--io", "poll"];
+    let mut c = client(from, connect, "verify", &args).unwrap();
+    c.expect_event("ready", TIMEOUT).unwrap();
+    c
+}
+
+fn tagged_server(pod: &Pod, listen: &str, tag: u64) -> Proc {
+    let tags = format!("{tag}..{tag}");
+    server(pod, listen, "echo", &["--conns", "1", "--expect-tags", &tags, "--io", "poll"]).unwrap()
+}
+
+/// One IPv6 client endpoint towards two server pods, both connections live before either
+/// sends: each pairs with its own server end.
+#[test]
+fn one_ipv6_client_endpoint_towards_two_servers_pairs_each_with_its_own_peer() {
+    let node = TestNode::dual_stack().unwrap();
+    let pods = [
+        node.accelerated_pod("client").unwrap(),
+        node.accelerated_pod("server-1").unwrap(),
+        node.accelerated_pod("server-2").unwrap(),
+    ];
+    let [c, s1, s2] = &pods;
+    let bind = 41000;
+    let before = counters(&node).unwrap();
+    let servers = [tagged_server(s1, "[::]:5400", 11), tagged_server(s2, "[::]:5400", 12)];
+    let clients = [tagged_client(c, &v6(s1, 5400), 11, bind), tagged_client(c, &v6(s2, 5400), 12, bind)];
+    let live: Vec<_> = established(c).unwrap().into_iter().filter(|s| s.local.port() == bind).collect();
+    assert_eq!(live.len(), 2, "one endpoint, two live connections: {live:?}");
+    assert_eq!(live[0].local, live[1].local);
+    assert!(live[0].local.is_ipv6());
+    let mut pairs: Vec<_> = servers.into_iter().zip(clients).collect();
+    for (_, c) in &mut pairs {
+        c.send("go").unwrap();
+    }
+    finish_all(pairs);
+    let d = counters_since(&counters(&node).unwrap(), &before);
+    assert_eq!(count(&d, "sockets_inserted"), 4, "both connections paired: {d:?}");
+    assert_eq!(count(&d, "bytes_redirected"), 2 * 2 * (1 << 20), "{d:?}");
+    assert_eq!(count(&d, "insert_failures") + count(&d, "ambiguous"), 0, "{d:?}");
+}
+
+/// Source NAT (NAT66) in the client pod rewrites the client endpoint the server sees, to
+/// another address or to other ports: the SYN-ACK's echo (a digest of the IPv6 address)
+/// no longer matches, the client end stays out of the sockhash, both ends plain TCP.
+#[test]
+fn ipv6_snat_on_the_path_leaves_connections_plain_and_working() {
+    let node = TestNode::dual_stack().unwrap();
+    let srv = node.accelerated_pod("server").unwrap();
+    let mut seg = srv.ip6().segments();
+    seg[7] = 0x250;
+    let other_addr = Ipv6Addr::from(seg);
+    let cases = [
+        ("SNAT to another address", format!("-j SNAT --to-source {other_addr}")),
+        ("MASQUERADE to other ports", "-j MASQUERADE --to-ports 20000-20999".to_string()),
+    ];
+    for (i, (case, target)) in cases.iter().enumerate() {
+        let cli = node.accelerated_pod(&format!("client-{i}")).unwrap();
+        if i == 0 {
+            // Deprecated at once (preferred_lft 0): never chosen as a source address itself.
+            let addr = format!("{other_addr}/128");
+            let args = ["-6", "addr", "add", &addr, "dev", "eth0", "nodad", "preferred_lft", "0"];
+            mesh::in_netns(&cli, "ip", &args).unwrap();
+        }
+        mesh::apply_ip6tables(&cli, &format!("*nat\n-A POSTROUTING -p tcp -d {}/128 {target}\nCOMMIT\n", srv.ip6()))
+            .unwrap();
+        let before = counters(&node).unwrap();
+        let s = server(&srv, "[::]:5500", "echo", &["--conns", "4", "--expect-tags", "900..903", "--io", "poll"])
+            .unwrap();
+        let args = ["--conns", "4", "--bytes", "4194304", "--tag-base", "900", "--wait-go", "--io", "poll"];
+        let mut c = client(&cli, &v6(&srv, 5500), "verify", &args).unwrap();
+        c.expect_event("ready", TIMEOUT).unwrap();
+        let seen: Vec<_> =
+            established(&srv).unwrap().into_iter().filter(|s| s.local.port() == 5500).map(|s| s.peer).collect();
+        let sent_from: Vec<_> =
+            established(&cli).unwrap().into_iter().filter(|s| s.peer.port() == 5500).map(|s| s.local).collect();
+        assert_eq!((seen.len(), sent_from.len()), (4, 4), "{case}: {seen:?} {sent_from:?}");
+        assert!(seen.iter().all(|p| !sent_from.contains(p)), "{case}: NAT did not rewrite: {seen:?} {sent_from:?}");
+        // Mid-connection: no socket of these connections is in the sockhash.
+        let keys = mesh::sockhash_keys(&node).unwrap();
+        assert!(keys.is_empty(), "{case}: unpaired sockets in the sockhash: {keys:?}");
+        c.send("go").unwrap();
+        finish_all(vec![(s, c)]);
+        let d = counters_since(&counters(&node).unwrap(), &before);
+        assert_eq!((count(&d, "bytes_redirected"), count(&d, "msgs_redirected")), (0, 0), "{case}: {d:?}");
+        assert_eq!((count(&d, "sockets_inserted"), count(&d, "insert_failures")), (0, 0), "{case}: {d:?}");
+        assert!(count(&d, "ambiguous") >= 4, "{case}: each client saw a wrong echo: {d:?}");
+    }
+}
