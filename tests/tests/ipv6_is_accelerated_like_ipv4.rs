@@ -316,3 +316,88 @@ fn ipv6_snat_on_the_path_leaves_connections_plain_and_working() {
         assert!(count(&d, "ambiguous") >= 4, "{case}: each client saw a wrong echo: {d:?}");
     }
 }
+
+/// The streaming rule over IPv6 pod↔pod: a stream of small writes moves to plain TCP, its
+/// sender leaves the sockmap, bytes intact (twin of streaming_moves_to_plain_tcp).
+#[test]
+fn ipv6_stream_of_small_writes_moves_to_plain_tcp_and_its_sender_leaves_the_sockmap() {
+    const CONNS: u64 = 4;
+    let node = TestNode::dual_stack().unwrap();
+    let (srv_pod, cli_pod) = (node.accelerated_pod("server").unwrap(), node.accelerated_pod("client").unwrap());
+    let before = node.stats().unwrap();
+    let common = ["--conns", "4", "--seed", "5", "--io", "poll", "--write-size", "16", "--bytes", "1048576"];
+    let srv = server(&srv_pod, "[::]:7100", "sink", &common).unwrap();
+    let cli = client(&cli_pod, &v6(&srv_pod, 7100), "send", &common).unwrap();
+    clean(cli.finish(TIMEOUT).unwrap()).unwrap();
+    let s = clean(srv.finish(TIMEOUT).unwrap()).unwrap();
+    let received: u64 = s["conns"].as_array().unwrap().iter().map(|c| c["received"].as_u64().unwrap()).sum();
+    assert_eq!(received, CONNS << 20);
+    let d = node.stats().unwrap().since(&before);
+    assert_eq!(d.sockets_inserted, 2 * CONNS, "every connection paired: {d:?}");
+    assert_eq!((d.streaming_fallbacks, d.left_sockmap), (CONNS, CONNS), "{d:?}");
+    assert!(d.bytes_redirected > 0 && d.bytes_redirected < CONNS << 16, "{d:?}");
+}
+
+/// Over `::1` every send is batchable (both ends on one address): a bulk stream moves to
+/// plain TCP after its first redirected sends, intact (twin of
+/// loopback_stream_moves_to_plain_tcp_intact).
+#[test]
+fn ipv6_loopback_stream_moves_to_plain_tcp_intact() {
+    let node = TestNode::dual_stack().unwrap();
+    let pod = node.accelerated_pod("lo-stream").unwrap();
+    let before = node.stats().unwrap();
+    let srv = server(&pod, "[::1]:6001", "sink", &["--conns", "4", "--seed", "9", "--io", "poll"]).unwrap();
+    let args = ["--conns", "4", "--bytes", "8388608", "--seed", "9", "--io", "poll"];
+    clean(client(&pod, "[::1]:6001", "send", &args).unwrap().finish(TIMEOUT).unwrap()).unwrap();
+    let served = clean(srv.finish(TIMEOUT).unwrap()).unwrap();
+    let received: u64 = served["conns"].as_array().unwrap().iter().map(|c| c["received"].as_u64().unwrap()).sum();
+    assert_eq!(received, 4 * (8 << 20));
+    let d = node.stats().unwrap().since(&before);
+    assert_eq!(d.sockets_inserted, 8, "{d:?}");
+    assert_eq!((d.streaming_fallbacks, d.left_sockmap), (4, 4), "{d:?}");
+    assert!(d.bytes_redirected > 0, "{d:?}");
+}
+
+/// Blocking ends stay plain over IPv6 too (twin of blocking_reads_wait_like_plain_tcp).
+#[test]
+fn ipv6_blocking_full_duplex_reads_wait_on_accelerated_pods() {
+    let node = TestNode::dual_stack().unwrap();
+    let (server, client) = (node.accelerated_pod("server").unwrap(), node.accelerated_pod("client").unwrap());
+    let before = node.stats().unwrap();
+    echo_traffic(&server, "[::]:5400", &client, &v6(&server, 5400), 16, 4 << 20, "blocking").unwrap();
+    let d = node.stats().unwrap().since(&before);
+    assert_eq!(d.bytes_redirected, 0, "{d:?}");
+    assert_eq!(d.blocking_plain, 16, "{d:?}");
+}
+
+/// An IPv6 listener that accepts blocking sockets is learned as the IPv4 one is (twin of
+/// blocking_servers_are_learned_per_listener): the first connection pairs, its server end
+/// marks the `[::]` listener, later connections stay plain from their handshake. The same
+/// answers as on plain TCP.
+#[test]
+fn ipv6_later_connections_to_a_listener_that_accepts_blocking_sockets_stay_plain() {
+    const CONNS: &str = "6";
+    let program = concat!(env!("CARGO_MANIFEST_DIR"), "/programs/accept_blocking.py");
+    let node = TestNode::dual_stack().unwrap();
+    let python = std::path::Path::new("/usr/bin/python3");
+    let mut outcomes = vec![];
+    for accelerated in [false, true] {
+        let (srv_pod, cli_pod) = meshaccel_tests::scenario::pod_pair(&node, accelerated).unwrap();
+        let before = node.stats().unwrap();
+        let mut srv =
+            Proc::spawn("server", srv_pod.command(python, &[program, "server", "7300", CONNS, "::"]).unwrap()).unwrap();
+        srv.expect_event("listening", TIMEOUT).unwrap();
+        let ip = srv_pod.ip6().to_string();
+        let args = [program, "client", &ip, "7300", CONNS];
+        let cli = Proc::spawn("client", cli_pod.command(python, &args).unwrap()).unwrap();
+        let (c, s) = (cli.finish(TIMEOUT).unwrap(), srv.finish(TIMEOUT).unwrap());
+        outcomes.push((c, s, node.stats().unwrap().since(&before)));
+    }
+    let (plain, accel) = (&outcomes[0], &outcomes[1]);
+    assert_eq!(plain.2.bytes_redirected, 0, "{:?}", plain.2);
+    assert_eq!((&accel.0, &accel.1), (&plain.0, &plain.1), "accelerated (left) vs plain TCP (right)");
+    let d = accel.2;
+    assert!(d.bytes_redirected > 4096, "{d:?}");
+    assert_eq!(d.msgs_redirected, 2, "one request, one answer: {d:?}");
+    assert_eq!(d.blocking_plain, CONNS.parse::<u64>().unwrap(), "{d:?}");
+}
