@@ -45,8 +45,7 @@ pub struct RuleConf {
 /// (network-order words), IPv4 v4-mapped with its mask covering the `::ffff:0:0/96` prefix.
 fn parse_cidr(s: &str) -> Result<([u32; 4], [u32; 4]), String> {
     let (addr, len) = s.split_once('/').ok_or_else(|| format!("cidr {s:?}: expected a.b.c.d/len or ipv6/len"))?;
-    let addr: IpAddr =
-        addr.parse().map_err(|_| format!("cidr {s:?}: {addr:?} is not an IPv4 or IPv6 address"))?;
+    let addr: IpAddr = addr.parse().map_err(|_| format!("cidr {s:?}: {addr:?} is not an IPv4 or IPv6 address"))?;
     let max = if addr.is_ipv4() { 32 } else { 128 };
     let len: u32 = len
         .parse()

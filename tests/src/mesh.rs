@@ -267,7 +267,8 @@ pub fn both_ends_paired(keys: &[ConnKey], client: SocketAddr) -> bool {
         std::net::IpAddr::V6(a) => a,
     };
     let o = v6.octets();
-    let ip: [u32; 4] = std::array::from_fn(|i| u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]]));
+    let ip: [u32; 4] =
+        std::array::from_fn(|i| u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]]));
     let ends = |role| {
         keys.iter().filter(|k| k.client_ip == ip && k.client_port == u32::from(client.port()) && k.role == role).count()
     };

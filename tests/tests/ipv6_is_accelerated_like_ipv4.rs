@@ -294,8 +294,8 @@ fn ipv6_snat_on_the_path_leaves_connections_plain_and_working() {
         mesh::apply_ip6tables(&cli, &format!("*nat\n-A POSTROUTING -p tcp -d {}/128 {target}\nCOMMIT\n", srv.ip6()))
             .unwrap();
         let before = counters(&node).unwrap();
-        let s = server(&srv, "[::]:5500", "echo", &["--conns", "4", "--expect-tags", "900..903", "--io", "poll"])
-            .unwrap();
+        let s =
+            server(&srv, "[::]:5500", "echo", &["--conns", "4", "--expect-tags", "900..903", "--io", "poll"]).unwrap();
         let args = ["--conns", "4", "--bytes", "4194304", "--tag-base", "900", "--wait-go", "--io", "poll"];
         let mut c = client(&cli, &v6(&srv, 5500), "verify", &args).unwrap();
         c.expect_event("ready", TIMEOUT).unwrap();

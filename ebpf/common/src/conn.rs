@@ -255,7 +255,9 @@ mod tests {
             .needs_netns_cookie());
         assert!(!k6.needs_netns_cookie() && !k4.needs_netns_cookie());
         assert!(!is_loopback(ip6([0, 0, 0, 0, 0, 0, 0, 2])) && !is_loopback(ip6([0, 0, 0, 0, 0, 0xffff, 0x0a00, 1])));
-        assert!(is_link_local6(ip6([0xfe80, 0, 0, 0, 1, 2, 3, 4])) && is_link_local6(ip6([0xfebf, 0, 0, 0, 0, 0, 0, 1])));
+        assert!(
+            is_link_local6(ip6([0xfe80, 0, 0, 0, 1, 2, 3, 4])) && is_link_local6(ip6([0xfebf, 0, 0, 0, 0, 0, 0, 1]))
+        );
         assert!(!is_link_local6(ip6([0xfec0, 0, 0, 0, 0, 0, 0, 1])) && !is_link_local6(mapped(ip([10, 0, 0, 1]))));
     }
 

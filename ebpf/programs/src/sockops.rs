@@ -17,8 +17,8 @@ use aya_ebpf::helpers::generated::{
 use aya_ebpf::macros::sock_ops;
 use aya_ebpf::programs::SockOpsContext;
 use meshaccel_common::{
-    ctx_remote_port, is_link_local6, mapped, node, Backlog, ConnKey, ConnState, Counter, Decision, Endpoint, PodConfig, RuleInput,
-    SynOption,
+    ctx_remote_port, is_link_local6, mapped, node, Backlog, ConnKey, ConnState, Counter, Decision, Endpoint, PodConfig,
+    RuleInput, SynOption,
 };
 
 use crate::counters::count;
