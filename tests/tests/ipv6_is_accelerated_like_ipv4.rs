@@ -401,3 +401,59 @@ fn ipv6_later_connections_to_a_listener_that_accepts_blocking_sockets_stay_plain
     assert_eq!(d.msgs_redirected, 2, "one request, one answer: {d:?}");
     assert_eq!(d.blocking_plain, CONNS.parse::<u64>().unwrap(), "{d:?}");
 }
+
+/// 2000 short connections (connect, tagged request, echo, close), IPv6 from one client pod
+/// and IPv4 from another, to two `[::]` server pods at once, 16 in flight at a time, the
+/// client writing right after connect() (racing its server end's pairing): every answer is
+/// the request's own bytes, every connection completes, nothing stays in the sockhash
+/// (twin of pairing_is_never_ambiguous::many_short_parallel_connections_never_cross).
+#[test]
+fn many_short_ipv6_and_ipv4_connections_never_cross() {
+    const THREADS: u64 = 4;
+    const PER_THREAD: u64 = 125;
+    let node = TestNode::dual_stack().unwrap();
+    let clients = [node.accelerated_pod("client-1").unwrap(), node.accelerated_pod("client-2").unwrap()];
+    let servers = [node.accelerated_pod("server-1").unwrap(), node.accelerated_pod("server-2").unwrap()];
+    let before = counters(&node).unwrap();
+    let prefix = |c: usize, s: usize| 10 * (c as u32 + 1) + s as u32 + 1;
+    let echo: Vec<Proc> = servers
+        .iter()
+        .enumerate()
+        .map(|(s, pod)| mesh::echo_server(pod, "[::]:7000", &[prefix(0, s), prefix(1, s)]).unwrap())
+        .collect();
+    let (threads, requests) = (THREADS.to_string(), PER_THREAD.to_string());
+    let mut load = vec![];
+    for (c, pod) in clients.iter().enumerate() {
+        for (s, to) in servers.iter().enumerate() {
+            let connect = if c == 0 { v6(to, 7000) } else { format!("{}:7000", to.ip()) };
+            let args = ["--conns", &threads, "--requests", &requests, "--reconnect"];
+            load.push(mesh::rr(pod, &connect, prefix(c, s), &args).unwrap());
+        }
+    }
+    let mut total = 0;
+    for rr in load {
+        let label = rr.label().to_string();
+        let done = rr.finish(TIMEOUT).unwrap();
+        assert_eq!(done["error_count"], 0, "{label}: {done:#}");
+        assert_eq!(done["requests"].as_u64(), Some(THREADS * PER_THREAD), "{label}: {done:#}");
+        total += done["conns_opened"].as_u64().unwrap();
+    }
+    for srv in echo {
+        let served = mesh::stop(srv).unwrap();
+        assert_eq!(served["error_count"], 0, "{served:#}");
+        assert_eq!(served["conns"].as_u64(), Some(2 * THREADS * PER_THREAD), "{served:#}");
+    }
+    assert_eq!(total, 4 * THREADS * PER_THREAD);
+    let d = counters_since(&counters(&node).unwrap(), &before);
+    assert_eq!(count(&d, "insert_failures"), 0, "{d:?}");
+    assert!(count(&d, "sockets_inserted") > 0 && count(&d, "sockets_inserted") <= 2 * total, "{d:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !mesh::sockhash_keys(&node).unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left in the sockhash: {:?}",
+            mesh::sockhash_keys(&node).unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
