@@ -457,3 +457,41 @@ fn many_short_ipv6_and_ipv4_connections_never_cross() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// A blocking `0.0.0.0` listener and a non-blocking `[::]` one (`IPV6_V6ONLY`) on the same
+/// port: each accepted end is judged by its own listener (the two have distinct
+/// `LISTENERS` keys), so the IPv6 connections are redirected and the IPv4 ones, whose
+/// server ends read blocking, stay plain from their handshake. The same answers as on
+/// plain TCP.
+#[test]
+fn blocking_ipv4_and_nonblocking_ipv6_listeners_on_one_port_are_judged_apart() {
+    let program = concat!(env!("CARGO_MANIFEST_DIR"), "/programs/two_listeners.py");
+    let python = std::path::Path::new("/usr/bin/python3");
+    let node = TestNode::dual_stack().unwrap();
+    let mut outcomes = vec![];
+    for accelerated in [false, true] {
+        let (srv_pod, cli_pod) = meshaccel_tests::scenario::pod_pair(&node, accelerated).unwrap();
+        let mut srv =
+            Proc::spawn("server", srv_pod.command(python, &[program, "server", "7400", "3", "3"]).unwrap()).unwrap();
+        srv.expect_event("listening", TIMEOUT).unwrap();
+        let mut run_client = |ip: String| {
+            let before = node.stats().unwrap();
+            let cli = Proc::spawn("client", cli_pod.command(python, &[program, "client", &ip, "7400", "3"]).unwrap())
+                .unwrap();
+            (cli.finish(TIMEOUT).unwrap(), node.stats().unwrap().since(&before))
+        };
+        let (v4, d4) = run_client(srv_pod.ip().to_string());
+        let (v6, d6) = run_client(srv_pod.ip6().to_string());
+        outcomes.push((v4, v6, srv.finish(TIMEOUT).unwrap(), d4, d6));
+    }
+    let (plain, accel) = (&outcomes[0], &outcomes[1]);
+    assert_eq!(plain.3.bytes_redirected + plain.4.bytes_redirected, 0, "{:?} {:?}", plain.3, plain.4);
+    assert_eq!((&accel.0, &accel.1, &accel.2), (&plain.0, &plain.1, &plain.2), "accelerated (left) vs plain TCP");
+    let (d4, d6) = (accel.3, accel.4);
+    // The client ends enter the sockhash at their establishment and are taken out again
+    // when their server end refuses the pairing, before anything is redirected.
+    assert_eq!((d4.bytes_redirected, d4.msgs_redirected), (0, 0), "IPv4: the blocking listener's: {d4:?}");
+    assert_eq!(d4.blocking_plain, 3, "IPv4: each server end judged by its blocking listener: {d4:?}");
+    assert_eq!(d6.sockets_inserted, 6, "IPv6: the non-blocking listener's, all paired: {d6:?}");
+    assert_eq!((d6.msgs_redirected, d6.blocking_plain), (6, 0), "IPv6: one request, one answer each: {d6:?}");
+}
