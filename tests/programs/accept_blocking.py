@@ -4,7 +4,8 @@ timeout on the listener), accepted sockets in blocking mode, one request per con
 answered, then closed by the server. Its client uses a socket with a timeout (non-blocking
 underneath, as Python implements timeouts), and runs the connections one after another.
 
-  accept_blocking.py server PORT CONNS      prints {"event":"listening"} then {"event":"done",…}
+  accept_blocking.py server PORT CONNS [ADDR] prints {"event":"listening"} then {"event":"done",…}
+                                            (listens on ADDR, default 0.0.0.0; "::" for IPv6)
   accept_blocking.py client HOST PORT CONNS prints {"event":"done",…}
 """
 import hashlib
@@ -27,8 +28,9 @@ def read_line(s):
     return buf
 
 
-def server(port, conns):
-    lst = socket.create_server(("0.0.0.0", port))
+def server(port, conns, addr="0.0.0.0"):
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    lst = socket.create_server((addr, port), family=family)
     lst.settimeout(30)  # O_NONBLOCK on the listener; accept() then returns blocking sockets
     emit(event="listening")
     seen = []
@@ -61,6 +63,6 @@ def client(host, port, conns):
 if __name__ == "__main__":
     role = sys.argv[1]
     if role == "server":
-        server(int(sys.argv[2]), int(sys.argv[3]))
+        server(int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:5])
     else:
         client(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))

@@ -536,9 +536,12 @@ CASES = {
 
 def connect():
     host, port = ADDR.rsplit(":", 1)
+    # "[v6]:port" is IPv6, "a.b.c.d:port" IPv4.
+    family = socket.AF_INET6 if host.startswith("[") else socket.AF_INET
+    host = host.strip("[]")
     kind = socket.SOCK_STREAM | (socket.SOCK_NONBLOCK if NB else 0)
     if ROLE == "server":
-        ls = socket.socket(socket.AF_INET, kind)
+        ls = socket.socket(family, kind)
         ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         ls.bind((host, int(port)))
         ls.listen(8)
@@ -548,7 +551,7 @@ def connect():
         s, _ = ls.accept()  # accept4 without SOCK_NONBLOCK: made non-blocking before any I/O
         s.setblocking(not NB)
         return s, ls
-    s = socket.socket(socket.AF_INET, kind)
+    s = socket.socket(family, kind)
     if NB:
         rc = s.connect_ex((host, int(port)))
         if rc != errno.EINPROGRESS or not revents(s, 30, select.POLLOUT):

@@ -161,16 +161,25 @@ pub fn in_netns(pod: &Pod, program: &str, args: &[&str]) -> Result<String> {
 
 /// Loads `rules` (iptables-restore format) into `pod`'s netns, keeping what is there.
 pub fn apply_iptables(pod: &Pod, rules: &str) -> Result<()> {
+    restore(pod, "iptables-restore", rules)
+}
+
+/// [`apply_iptables`] for IPv6 (`ip6tables-restore`).
+pub fn apply_ip6tables(pod: &Pod, rules: &str) -> Result<()> {
+    restore(pod, "ip6tables-restore", rules)
+}
+
+fn restore(pod: &Pod, tool: &str, rules: &str) -> Result<()> {
     let net = format!("--net={}", pod.netns_path().display());
     let mut child = Command::new("nsenter")
-        .args([net.as_str(), "--", "iptables-restore", "--noflush", "--wait"])
+        .args([net.as_str(), "--", tool, "--noflush", "--wait"])
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .context("run iptables-restore")?;
+        .with_context(|| format!("run {tool}"))?;
     child.stdin.take().unwrap().write_all(rules.as_bytes())?;
     let out = child.wait_with_output()?;
-    ensure!(out.status.success(), "iptables-restore in {}: {}", pod.name(), String::from_utf8_lossy(&out.stderr));
+    ensure!(out.status.success(), "{tool} in {}: {}", pod.name(), String::from_utf8_lossy(&out.stderr));
     Ok(())
 }
 
@@ -253,10 +262,15 @@ pub fn sockhash_keys(node: &TestNode) -> Result<Vec<ConnKey>> {
 
 /// Whether both ends of the connection whose client end is `client` are in the sockhash.
 pub fn both_ends_paired(keys: &[ConnKey], client: SocketAddr) -> bool {
-    let SocketAddr::V4(c) = client else { return false };
-    let ip = u32::from_ne_bytes(c.ip().octets());
+    let v6 = match client.ip() {
+        std::net::IpAddr::V4(a) => a.to_ipv6_mapped(),
+        std::net::IpAddr::V6(a) => a,
+    };
+    let o = v6.octets();
+    let ip: [u32; 4] =
+        std::array::from_fn(|i| u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]]));
     let ends = |role| {
-        keys.iter().filter(|k| k.client_ip4 == ip && k.client_port == u32::from(c.port()) && k.role == role).count()
+        keys.iter().filter(|k| k.client_ip == ip && k.client_port == u32::from(client.port()) && k.role == role).count()
     };
     ends(ConnKey::CLIENT) == 1 && ends(ConnKey::SERVER) == 1
 }

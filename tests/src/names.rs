@@ -58,6 +58,11 @@ impl Subnet {
     pub fn cidr(&self) -> String {
         format!("{}/24", self.network())
     }
+
+    /// The IPv6 twin of the /24, for dual-stack nodes: `fd00:6d61:<slot>::/64` (ULA).
+    pub fn cidr6(&self) -> String {
+        format!("fd00:6d61:{:x}::/64", self.slot)
+    }
 }
 
 impl Drop for Subnet {

@@ -36,6 +36,8 @@ pub(crate) struct NodeInner {
     pub log_file: PathBuf,
     accelerated: NetworkList,
     bridge_only: NetworkList,
+    /// Pods get an IPv6 address too (see [`TestNode::dual_stack`]).
+    pub dual_stack: bool,
 }
 
 impl NodeInner {
@@ -100,6 +102,14 @@ pub fn bridge_conf(bridge: &str, subnet: &str, ipam_data_dir: &Path) -> Value {
     })
 }
 
+/// [`bridge_conf`] for dual-stack pods: one IPv4 and one IPv6 address each (host-local's
+/// two range sets), the bridge the gateway of both.
+pub fn dual_stack_bridge_conf(bridge: &str, subnet: &str, subnet6: &str, ipam_data_dir: &Path) -> Value {
+    let mut conf = bridge_conf(bridge, subnet, ipam_data_dir);
+    conf["ipam"]["ranges"] = json!([[{"subnet": subnet}], [{"subnet": subnet6}]]);
+    conf
+}
+
 impl TestNode {
     pub fn new() -> Result<Self> {
         Self::with_sockmap(json!({"enabled": true}))
@@ -107,6 +117,20 @@ impl TestNode {
 
     /// A node whose meshaccel network has this `sockmap` section (filter rules, …).
     pub fn with_sockmap(sockmap: Value) -> Result<Self> {
+        Self::build(sockmap, false)
+    }
+
+    /// A node whose pods are dual-stack: an IPv4 and an IPv6 address each ([`Pod::ip6`]).
+    pub fn dual_stack() -> Result<Self> {
+        Self::build(json!({"enabled": true}), true)
+    }
+
+    /// A dual-stack node whose meshaccel network has this `sockmap` section.
+    pub fn dual_stack_with_sockmap(sockmap: Value) -> Result<Self> {
+        Self::build(sockmap, true)
+    }
+
+    fn build(sockmap: Value, dual_stack: bool) -> Result<Self> {
         let tag = unique_tag();
         let subnet = Subnet::claim(&tag)?;
         let bridge = format!("mab{tag}");
@@ -117,7 +141,11 @@ impl TestNode {
         let pins = Pins::new(PathBuf::from("/sys/fs/bpf").join(&name));
         let meshaccel_dir = binaries::meshaccel().parent().context("plugin dir")?.to_path_buf();
         let cni_path = vec![PathBuf::from("/usr/lib/cni"), meshaccel_dir];
-        let bridge_conf = bridge_conf(&bridge, &subnet.cidr(), &run_dir.join("ipam"));
+        let bridge_conf = if dual_stack {
+            dual_stack_bridge_conf(&bridge, &subnet.cidr(), &subnet.cidr6(), &run_dir.join("ipam"))
+        } else {
+            bridge_conf(&bridge, &subnet.cidr(), &run_dir.join("ipam"))
+        };
         let meshaccel_conf = json!({
             "type": "meshaccel",
             "capabilities": {"io.kubernetes.cri.pod-annotations": true},
@@ -147,6 +175,7 @@ impl TestNode {
             ipam_dir: run_dir.join("ipam"),
             log_file: run_dir.join("meshaccel.log"),
             bridge,
+            dual_stack,
         };
         // Leftovers of a killed run that had our pid: start clean.
         inner.cleanup().into_result()?;

@@ -2,7 +2,7 @@
 //! of the node's conflist; processes run in a container cgroup below the pod cgroup.
 use std::fs;
 use std::io::Read;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -70,6 +70,7 @@ impl PodBuilder {
             netns: None,
             result: None,
             ip: Ipv4Addr::UNSPECIFIED,
+            ip6: None,
             rt: RuntimeConf::default(),
             add_timings: vec![],
             cgroup,
@@ -78,6 +79,14 @@ impl PodBuilder {
             node: self.node,
         };
         let netns = NetNs::create(&format!("meshaccel-test-{}-{}", pod.node.tag, pod.name))?;
+        if pod.node.dual_stack {
+            // Addresses usable at once: no duplicate address detection on the pod's side
+            // (the bridge plugin creates eth0 in the netns, with its defaults).
+            for conf in ["all", "default"] {
+                let key = format!("net.ipv6.conf.{conf}.accept_dad=0");
+                crate::run("ip", &["netns", "exec", netns.name(), "sysctl", "-qw", &key])?;
+            }
+        }
         let sandbox_id = random_hex(32);
         // containerd's key order is not fixed; vary it so the plugin cannot rely on one.
         let mut args = vec![
@@ -101,6 +110,15 @@ impl PodBuilder {
         pod.add_timings = timings;
         let addr = result["ips"][0]["address"].as_str().context("ADD result without ips")?;
         pod.ip = addr.split('/').next().unwrap().parse().with_context(|| format!("address {addr}"))?;
+        for ip in result["ips"].as_array().into_iter().flatten() {
+            let addr = ip["address"].as_str().context("ips entry without address")?;
+            if let IpAddr::V6(a) = addr.split('/').next().unwrap().parse().with_context(|| format!("address {addr}"))? {
+                pod.ip6 = Some(a);
+            }
+        }
+        if pod.node.dual_stack && pod.ip6.is_none() {
+            anyhow::bail!("dual-stack pod without an IPv6 address: {result}");
+        }
         Ok(pod)
     }
 }
@@ -115,6 +133,7 @@ pub struct Pod {
     netns: Option<NetNs>,
     result: Option<Value>,
     ip: Ipv4Addr,
+    ip6: Option<Ipv6Addr>,
 }
 
 impl Pod {
@@ -124,6 +143,11 @@ impl Pod {
 
     pub fn ip(&self) -> Ipv4Addr {
         self.ip
+    }
+
+    /// The pod's IPv6 address (pods of a [`crate::TestNode::dual_stack`] node have one).
+    pub fn ip6(&self) -> Ipv6Addr {
+        self.ip6.expect("an IPv6 address: the pod of a dual-stack node")
     }
 
     /// The pod cgroup (kubelet's).

@@ -9,6 +9,8 @@
 //! * `blocking`: plain blocking sockets. meshaccel keeps these on plain TCP
 //!   (`bytes_redirected == 0`, `blocking_plain > 0`; docs/design.md).
 //!
+//! Every case also runs over IPv6 between the pods of a dual-stack node (`<case>::ipv6::<mode>`).
+//!
 //! The script runs as server in one pod and as client in the other; they synchronise through
 //! barriers relayed here over stdin/stdout (no second connection that would touch the
 //! counters), so every observation happens at a defined point of the conversation.
@@ -36,15 +38,21 @@ fn result_of(p: &mut Proc, event: Value) -> Value {
     event
 }
 
-/// Runs one case between a fresh server pod and client pod; returns both ends'
-/// observations and meshaccel's counters over the case (the only TCP connection).
-fn observe(accelerated: bool, case: &str, mode: &str) -> (Value, Counters) {
-    let node = TestNode::new().unwrap();
+/// Runs one case between a fresh server pod and client pod (over IPv6 between dual-stack
+/// pods if `ipv6`); returns both ends' observations and meshaccel's counters over the case
+/// (the only TCP connection).
+fn observe(accelerated: bool, case: &str, mode: &str, ipv6: bool) -> (Value, Counters) {
+    let node = if ipv6 { TestNode::dual_stack() } else { TestNode::new() }.unwrap();
     let (srv_pod, cli_pod) = pod_pair(&node, accelerated).unwrap();
     let before = node.stats().unwrap();
-    let mut srv = script(&srv_pod, "server", case, mode, &format!("0.0.0.0:{PORT}"));
+    let (listen, connect) = if ipv6 {
+        (format!("[::]:{PORT}"), format!("[{}]:{PORT}", srv_pod.ip6()))
+    } else {
+        (format!("0.0.0.0:{PORT}"), format!("{}:{PORT}", srv_pod.ip()))
+    };
+    let mut srv = script(&srv_pod, "server", case, mode, &listen);
     srv.expect_event("listening", TIMEOUT).unwrap();
-    let mut cli = script(&cli_pod, "client", case, mode, &format!("{}:{PORT}", srv_pod.ip()));
+    let mut cli = script(&cli_pod, "client", case, mode, &connect);
     let (s, c) = loop {
         let s = srv.expect_one_of(&["sync", "result"], TIMEOUT).unwrap();
         let c = cli.expect_one_of(&["sync", "result"], TIMEOUT).unwrap();
@@ -78,15 +86,15 @@ fn differences(a: &Value, b: &Value, path: &str, out: &mut Vec<String>) {
     }
 }
 
-fn same_as_plain_tcp(case: &str, mode: &str) {
-    let (plain, d) = observe(false, case, mode);
+fn same_as_plain_tcp(case: &str, mode: &str, ipv6: bool) {
+    let (plain, d) = observe(false, case, mode, ipv6);
     for end in ["server", "client"] {
         let o = &plain[end];
         assert!(o.get("hung").is_none() && o.get("aborted_at").is_none(), "the case itself, on plain TCP: {plain:#}");
     }
     assert_eq!(d.bytes_redirected, 0, "opted-out pods were redirected: {d:?}");
 
-    let (accel, d) = observe(true, case, mode);
+    let (accel, d) = observe(true, case, mode, ipv6);
     let mut problems = vec![];
     differences(&accel, &plain, case, &mut problems);
     if mode == "nonblocking" {
@@ -103,7 +111,8 @@ fn same_as_plain_tcp(case: &str, mode: &str) {
     );
 }
 
-/// One module per case, one test per mode: `peek::nonblocking`, `peek::blocking`, …
+/// One module per case, one test per mode: `peek::nonblocking`, `peek::blocking`, …, and
+/// the same over IPv6: `peek::ipv6::nonblocking`, …
 macro_rules! cases {
     ($($case:ident: [$($(#[$attr:meta])* $mode:ident),+];)*) => {$(
         mod $case {
@@ -111,9 +120,18 @@ macro_rules! cases {
                 #[test]
                 $(#[$attr])*
                 fn $mode() {
-                    super::same_as_plain_tcp(stringify!($case), stringify!($mode));
+                    super::same_as_plain_tcp(stringify!($case), stringify!($mode), false);
                 }
             )+
+            mod ipv6 {
+                $(
+                    #[test]
+                    $(#[$attr])*
+                    fn $mode() {
+                        super::super::same_as_plain_tcp(stringify!($case), stringify!($mode), true);
+                    }
+                )+
+            }
         }
     )*};
 }

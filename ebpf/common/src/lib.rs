@@ -14,7 +14,9 @@ mod pod;
 mod state;
 mod syn_option;
 
-pub use conn::{ctx_remote_port, is_loopback4, v4_mapped, ConnKey, Decision, Endpoint};
+pub use conn::{
+    ctx_remote_port, digest6, is_link_local6, is_loopback, is_loopback4, mapped, v4_mapped, ConnKey, Decision, Endpoint,
+};
 pub use counters::Counter;
 pub use limits::{DECISIONS_MAX_ENTRIES, LISTENERS_MAX_ENTRIES, MAX_BACKLOG, SOCKS_MAX_ENTRIES};
 pub use pod::{Owner, PodConfig, Rule, RuleInput, MAX_RULES};
@@ -41,4 +43,11 @@ mod user {
 #[cfg(test)]
 fn ip(a: [u8; 4]) -> u32 {
     u32::from_be_bytes(a).to_be()
+}
+
+/// An IPv6 address as the contexts give it (four network-order words), from its groups.
+#[cfg(test)]
+fn ip6(g: [u16; 8]) -> [u32; 4] {
+    let w = |i: usize| ((u32::from(g[2 * i]) << 16) | u32::from(g[2 * i + 1])).to_be();
+    [w(0), w(1), w(2), w(3)]
 }

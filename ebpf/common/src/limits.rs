@@ -12,8 +12,8 @@ pub const LISTENERS_MAX_ENTRIES: u32 = 1 << 16;
 /// Pairing decisions awaiting the client's first send; LRU, so it needs no cleanup. An
 /// entry lives from the handshake until the client's first send, so only connections whose
 /// client has not sent yet hold one (a pre-opened pool connection). An LRU is preallocated
-/// (104 B per entry): 2^18 (27 MB) rather than one per possible connection (2^20 would be
-/// 109 MB on every node). Evicting one makes that connection's client end plain
+/// (112 B per entry with the 40-byte key, 104 B measured with the earlier 32-byte one): 2^18
+/// (29 MB) rather than one per possible connection (2^20 would be 117 MB on every node). Evicting one makes that connection's client end plain
 /// (docs/scale.md).
 pub const DECISIONS_MAX_ENTRIES: u32 = 1 << 18;
 

@@ -22,7 +22,7 @@ impl Default for PodConfig {
 }
 
 impl PodConfig {
-    /// Put this pod's established IPv4 (and v4-mapped) TCP sockets in the sockhash.
+    /// Put this pod's established TCP sockets (IPv4, v4-mapped and IPv6) in the sockhash.
     pub const SOCKMAP: u32 = 1 << 0;
     /// Connections that match no rule are not accelerated (default: they are).
     pub const DEFAULT_RETURN: u32 = 1 << 1;
@@ -57,8 +57,8 @@ pub const MAX_RULES: usize = 16;
 /// What a rule sees of one connection, from one end's point of view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RuleInput {
-    /// The other end's IPv4 address, network byte order.
-    pub peer_ip4: u32,
+    /// The other end's address: IPv6, or IPv4 v4-mapped (four network-order words).
+    pub peer_ip: [u32; 4],
     /// The connection's server port (remote port for the connecting end, local port for
     /// the accepting end): what services are known by.
     pub server_port: u16,
@@ -72,9 +72,10 @@ pub struct RuleInput {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rule {
-    /// Network (network byte order) and mask (network byte order); mask 0 matches all.
-    pub net4: u32,
-    pub mask4: u32,
+    /// Network and mask over the 16-byte address (network-order words; an IPv4 network is
+    /// v4-mapped, its mask covers the `::ffff:0:0/96` prefix too); mask 0 matches all.
+    pub net: [u32; 4],
+    pub mask: [u32; 4],
     /// Inclusive server-port range, host byte order.
     pub port_lo: u16,
     pub port_hi: u16,
@@ -89,8 +90,8 @@ impl Rule {
     /// uid/gid value meaning "any".
     pub const ANY_ID: u32 = u32::MAX;
     pub const ANY_ACCEPT: Rule = Rule {
-        net4: 0,
-        mask4: 0,
+        net: [0; 4],
+        mask: [0; 4],
         port_lo: 0,
         port_hi: u16::MAX,
         uid: Self::ANY_ID,
@@ -101,7 +102,9 @@ impl Rule {
     #[inline(always)]
     pub fn matches(&self, c: &RuleInput) -> bool {
         let id_ok = |want: u32, have: Option<u32>| want == Self::ANY_ID || have == Some(want);
-        c.peer_ip4 & self.mask4 == self.net4
+        let (p, m, n) = (&c.peer_ip, &self.mask, &self.net);
+        // One test of all four words: no branch per word.
+        ((p[0] & m[0]) ^ n[0]) | ((p[1] & m[1]) ^ n[1]) | ((p[2] & m[2]) ^ n[2]) | ((p[3] & m[3]) ^ n[3]) == 0
             && self.port_lo <= c.server_port
             && c.server_port <= self.port_hi
             && id_ok(self.uid, c.owner.map(|o| o.uid))
@@ -121,21 +124,43 @@ pub struct Owner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ip;
+    use crate::{ip, ip6, mapped};
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<Rule>(), 24);
-        assert_eq!(core::mem::size_of::<PodConfig>(), 8 + 24 * MAX_RULES);
+        assert_eq!(core::mem::size_of::<Rule>(), 48);
+        assert_eq!(core::mem::size_of::<PodConfig>(), 8 + 48 * MAX_RULES);
     }
 
     fn input(peer: [u8; 4], port: u16, owner: Option<(u32, u32)>) -> RuleInput {
-        RuleInput { peer_ip4: ip(peer), server_port: port, owner: owner.map(|(uid, gid)| Owner { uid, gid }) }
+        RuleInput { peer_ip: mapped(ip(peer)), server_port: port, owner: owner.map(|(uid, gid)| Owner { uid, gid }) }
     }
 
     fn rule(net: [u8; 4], prefix: u32, ports: (u16, u16), uid: u32, action: u32) -> Rule {
         let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
-        Rule { net4: ip(net), mask4: mask.to_be(), port_lo: ports.0, port_hi: ports.1, uid, gid: Rule::ANY_ID, action }
+        let mask = [u32::MAX, u32::MAX, u32::MAX, mask.to_be()];
+        Rule { net: mapped(ip(net)), mask, port_lo: ports.0, port_hi: ports.1, uid, gid: Rule::ANY_ID, action }
+    }
+
+    #[test]
+    fn ipv6_networks_match_ipv6_peers_only_and_ipv4_networks_ipv4_peers_only() {
+        let mut cfg = PodConfig::enabled();
+        // fd00:6d61::/32, return.
+        cfg.rules[0] = Rule {
+            net: ip6([0xfd00, 0x6d61, 0, 0, 0, 0, 0, 0]),
+            mask: [u32::MAX, 0, 0, 0],
+            action: Rule::RETURN,
+            ..Rule::ANY_ACCEPT
+        };
+        // 0.0.0.0/0 on port 80, return: every IPv4 peer, no IPv6 one.
+        cfg.rules[1] = Rule { port_lo: 80, port_hi: 80, ..rule([0, 0, 0, 0], 0, (0, 0), Rule::ANY_ID, Rule::RETURN) };
+        cfg.nrules = 2;
+        let v6 = |g, port| RuleInput { peer_ip: ip6(g), server_port: port, owner: None };
+        assert!(!cfg.accepts(&v6([0xfd00, 0x6d61, 7, 0, 0, 0, 0, 1], 443)), "inside the IPv6 network");
+        assert!(cfg.accepts(&v6([0xfd00, 0x6d62, 7, 0, 0, 0, 0, 1], 443)), "outside");
+        assert!(cfg.accepts(&v6([0xfd00, 0x6d62, 7, 0, 0, 0, 0, 1], 80)), "an IPv4 network never matches IPv6");
+        assert!(!cfg.accepts(&input([10, 1, 2, 3], 80, None)), "0.0.0.0/0 matches IPv4");
+        assert!(cfg.accepts(&input([10, 1, 2, 3], 443, None)), "an IPv6 network never matches IPv4");
     }
 
     #[test]

@@ -98,13 +98,18 @@ impl Backlog {
     }
 }
 
-/// A listening socket of an accelerated pod, by where it listens (`ip4` 0: any address).
+/// A listening socket of an accelerated pod, by where it listens: its local address in
+/// the 16-byte form (IPv4 v4-mapped), so an AF_INET listener on `0.0.0.0` is
+/// `::ffff:0.0.0.0` and an AF_INET6 one on `[::]` is `::` (both may listen on one port
+/// with `IPV6_V6ONLY`). An accepted socket has its listener's family, which says which
+/// "any address" key applies to it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ListenerKey {
     pub netns_cookie: u64,
-    pub ip4: u32,
+    pub ip: [u32; 4],
     pub port: u32,
+    pub _reserved: u32,
 }
 
 /// Kernel addresses of a listener's `struct socket` and `struct file`, recorded at
@@ -128,9 +133,9 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<ConnState>(), 56);
+        assert_eq!(core::mem::size_of::<ConnState>(), 64);
         assert_eq!(core::mem::size_of::<Backlog>(), 24);
-        assert_eq!(core::mem::size_of::<ListenerKey>(), 16);
+        assert_eq!(core::mem::size_of::<ListenerKey>(), 32);
         assert_eq!(core::mem::size_of::<Listener>(), 24);
     }
 }

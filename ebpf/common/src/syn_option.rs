@@ -13,8 +13,9 @@ pub struct SynOption {
     pub len: u8,
     pub exid: [u8; 2],
     pub token: [u8; 4],
-    /// SYN-ACK only: the client's IPv4 address (network byte order) and port (big-endian).
-    pub client_ip4: [u8; 4],
+    /// SYN-ACK only: the client address's echo (`Endpoint::echo`: an IPv4 address in
+    /// network byte order, a digest of an IPv6 one) and port (big-endian).
+    pub client_addr: [u8; 4],
     pub client_port: [u8; 2],
 }
 
@@ -33,19 +34,19 @@ impl SynOption {
             len: Self::SYN_LEN,
             exid: Self::EXID,
             token: token.to_be_bytes(),
-            client_ip4: [0; 4],
+            client_addr: [0; 4],
             client_port: [0; 2],
         }
     }
 
-    /// `client_ip4` in network byte order as the kernel gives it, `port` in host order.
-    pub const fn answer(token: u32, client_ip4: u32, client_port: u32) -> Self {
+    /// `client_addr` as `Endpoint::echo` gives it, `port` in host order.
+    pub const fn answer(token: u32, client_addr: u32, client_port: u32) -> Self {
         Self {
             kind: Self::KIND,
             len: Self::ANSWER_LEN,
             exid: Self::EXID,
             token: token.to_be_bytes(),
-            client_ip4: client_ip4.to_ne_bytes(),
+            client_addr: client_addr.to_ne_bytes(),
             client_port: (client_port as u16).to_be_bytes(),
         }
     }
@@ -62,9 +63,9 @@ impl SynOption {
         u32::from_be_bytes(self.token)
     }
 
-    /// Whether an answer echoes this endpoint (IPv4 network order, port host order).
-    pub const fn echoes(&self, ip4: u32, port: u32) -> bool {
-        u32::from_ne_bytes(self.client_ip4) == ip4 && u16::from_be_bytes(self.client_port) as u32 == port
+    /// Whether an answer echoes this endpoint (`Endpoint::echo`, port host order).
+    pub const fn echoes(&self, addr: u32, port: u32) -> bool {
+        u32::from_ne_bytes(self.client_addr) == addr && u16::from_be_bytes(self.client_port) as u32 == port
     }
 }
 
@@ -82,7 +83,7 @@ mod tests {
         assert_eq!(SynOption::search().len, 4);
         let client = ip([10, 0, 0, 7]);
         let a = SynOption::answer(7, client, 40000);
-        assert_eq!(a.client_ip4, [10, 0, 0, 7], "wire order");
+        assert_eq!(a.client_addr, [10, 0, 0, 7], "wire order");
         assert_eq!(a.client_port, 40000u16.to_be_bytes());
         assert!(a.echoes(client, 40000));
         assert!(!a.echoes(client, 40001), "port rewritten by NAT");

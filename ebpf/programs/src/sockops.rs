@@ -17,8 +17,8 @@ use aya_ebpf::helpers::generated::{
 use aya_ebpf::macros::sock_ops;
 use aya_ebpf::programs::SockOpsContext;
 use meshaccel_common::{
-    ctx_remote_port, node, v4_mapped, Backlog, ConnKey, ConnState, Counter, Decision, Endpoint, PodConfig, RuleInput,
-    SynOption,
+    ctx_remote_port, is_link_local6, mapped, node, Backlog, ConnKey, ConnState, Counter, Decision, Endpoint, PodConfig,
+    RuleInput, SynOption,
 };
 
 use crate::counters::count;
@@ -97,7 +97,7 @@ fn want_header_callbacks(ops: *mut bpf_sock_ops, connect: bool) {
     if connect {
         let sk = ctx_read!(ops, __bindgen_anon_2.sk).cast::<c_void>();
         let Some((_, remote)) = endpoints(ops) else { return };
-        if !rules_accept(cfg, sk, remote.ip4, remote.port) {
+        if !rules_accept(cfg, sk, remote.ip, remote.port) {
             count(Counter::Filtered, 1);
             return;
         }
@@ -119,7 +119,7 @@ fn option_to_write(ops: *mut bpf_sock_ops) -> Option<SynOption> {
         f if f == TCP_FLAG_SYN | TCP_FLAG_ACK => {
             our_option(ops, LOAD_HDR_OPT_TCP_SYN)?;
             let (_, client) = endpoints(ops)?;
-            Some(SynOption::answer(node_token(), client.ip4, client.port))
+            Some(SynOption::answer(node_token(), client.echo(), client.port))
         }
         _ => None,
     }
@@ -142,7 +142,7 @@ fn our_option(ops: *mut bpf_sock_ops, flags: u64) -> Option<SynOption> {
 fn answered_unrewritten(ops: *mut bpf_sock_ops) -> bool {
     let Some(opt) = our_option(ops, 0) else { return false };
     let Some((local, _)) = endpoints(ops) else { return false };
-    let same = opt.len == SynOption::ANSWER_LEN && opt.echoes(local.ip4, local.port);
+    let same = opt.len == SynOption::ANSWER_LEN && opt.echoes(local.echo(), local.port);
     if !same {
         count(Counter::Ambiguous, 1);
     }
@@ -190,7 +190,7 @@ fn established(ops: *mut bpf_sock_ops, active: bool) {
         count(Counter::RedirectMisses, 1);
         return;
     }
-    if !active && !pod_config().is_some_and(|cfg| rules_accept(cfg, sk, remote.ip4, local.port)) {
+    if !active && !pod_config().is_some_and(|cfg| rules_accept(cfg, sk, remote.ip, local.port)) {
         abort(&conn, &peer);
         count(Counter::Filtered, 1);
         return;
@@ -220,7 +220,7 @@ fn established(ops: *mut bpf_sock_ops, active: bool) {
     let state = unsafe { &mut *state };
     state.peer = peer;
     state.file = file;
-    if local.ip4 == remote.ip4 {
+    if local.ip == remote.ip {
         state.flags |= ConnState::LOOPBACK;
     }
     if active {
@@ -278,29 +278,36 @@ fn pod_enabled() -> bool {
 
 /// The pod's filter rules for this socket's connection.
 #[inline(always)]
-fn rules_accept(cfg: &PodConfig, sk: *mut c_void, peer_ip4: u32, server_port: u32) -> bool {
+fn rules_accept(cfg: &PodConfig, sk: *mut c_void, peer_ip: [u32; 4], server_port: u32) -> bool {
     let owner = if sk.is_null() { ptr::null_mut() } else { OWNER.get(sk, false) };
     // SAFETY: non-null storage of this socket.
     let owner = unsafe { owner.as_ref() }.copied();
-    cfg.accepts(&RuleInput { peer_ip4, server_port: server_port as u16, owner })
+    cfg.accepts(&RuleInput { peer_ip, server_port: server_port as u16, owner })
 }
 
 fn node_token() -> u32 {
     NODE.get(node::TOKEN).copied().unwrap_or(0)
 }
 
-/// The IPv4 endpoints of a connection, from either an AF_INET socket or an AF_INET6
-/// socket whose both ends are v4-mapped. Pure IPv6 is left alone (plain TCP).
+/// The endpoints of a connection in the 16-byte form of the keys: an AF_INET socket's
+/// v4-mapped, an AF_INET6 socket's as they are (v4-mapped for an IPv4 peer of a dual-stack
+/// socket). None (plain TCP) when an end is IPv6 link-local (see `is_link_local6`).
 #[inline(always)]
 fn endpoints(ops: *const bpf_sock_ops) -> Option<(Endpoint, Endpoint)> {
     let (l, r) = match ctx_read!(ops, family) {
-        AF_INET => (ctx_read!(ops, local_ip4), ctx_read!(ops, remote_ip4)),
-        AF_INET6 => (v4_mapped(ctx_read!(ops, local_ip6))?, v4_mapped(ctx_read!(ops, remote_ip6))?),
+        AF_INET => (mapped(ctx_read!(ops, local_ip4)), mapped(ctx_read!(ops, remote_ip4))),
+        AF_INET6 => {
+            let (l, r) = (ctx_read!(ops, local_ip6), ctx_read!(ops, remote_ip6));
+            if is_link_local6(l) || is_link_local6(r) {
+                return None;
+            }
+            (l, r)
+        }
         _ => return None,
     };
     Some((
-        Endpoint { ip4: l, port: ctx_read!(ops, local_port) },
-        Endpoint { ip4: r, port: ctx_remote_port(ctx_read!(ops, remote_port)) },
+        Endpoint { ip: l, port: ctx_read!(ops, local_port) },
+        Endpoint { ip: r, port: ctx_remote_port(ctx_read!(ops, remote_port)) },
     ))
 }
 
