@@ -474,7 +474,7 @@ fn blocking_ipv4_and_nonblocking_ipv6_listeners_on_one_port_are_judged_apart() {
         let mut srv =
             Proc::spawn("server", srv_pod.command(python, &[program, "server", "7400", "3", "3"]).unwrap()).unwrap();
         srv.expect_event("listening", TIMEOUT).unwrap();
-        let mut run_client = |ip: String| {
+        let run_client = |ip: String| {
             let before = node.stats().unwrap();
             let cli = Proc::spawn("client", cli_pod.command(python, &[program, "client", &ip, "7400", "3"]).unwrap())
                 .unwrap();
