@@ -68,3 +68,147 @@ pub fn pod_pair(node: &TestNode, accelerated: bool) -> Result<(Pod, Pod)> {
 pub fn only_conn(done: &Value) -> Value {
     done["conns"][0].clone()
 }
+
+/// `host:port` for an address of either family (`[v6]:port` for IPv6).
+pub fn addr(ip: std::net::IpAddr, port: u16) -> String {
+    std::net::SocketAddr::new(ip, port).to_string()
+}
+
+/// One echo connection from `client` to `connect` (a listener on `listen` in `server`):
+/// whether it was redirected, checking that the counters agree with themselves and that a
+/// plain connection was kept plain by a filter rule.
+pub fn one_echo_redirected(node: &TestNode, server: &Pod, listen: &str, client: &Pod, connect: &str) -> bool {
+    let before = node.stats().unwrap();
+    echo_traffic(server, listen, client, connect, 1, 256 << 10, "poll").unwrap();
+    let d = node.stats().unwrap().since(&before);
+    let accelerated = d.bytes_redirected > 0;
+    assert_eq!(d.sockets_inserted, if accelerated { 2 } else { 0 }, "{connect}: {d:?}");
+    if !accelerated {
+        assert!(d.filtered >= 1, "{connect}: kept plain by a rule: {d:?}");
+    }
+    accelerated
+}
+
+/// Request/response over loopback `listen` (`127.0.0.1:p`, `[::1]:p`) inside one
+/// accelerated pod of `node`: redirected and intact, and every answer resets the streaming
+/// run, so nothing moves to plain TCP.
+pub fn loopback_request_response_is_redirected(node: &TestNode, listen: &str) {
+    let pod = node.accelerated_pod("lo-rr").unwrap();
+    let srv = crate::mesh::echo_server(&pod, listen, &[51]).unwrap();
+    let before = node.stats().unwrap();
+    let (conns, requests, size) = (4u64, 500u64, 1024u64);
+    let args = ["--conns", &conns.to_string(), "--requests", &requests.to_string(), "--size", &size.to_string()]
+        .map(String::from);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let done = clean(crate::mesh::rr(&pod, listen, 51, &args).unwrap().finish(TIMEOUT).unwrap()).unwrap();
+    clean(crate::mesh::stop(srv).unwrap()).unwrap();
+    let d = node.stats().unwrap().since(&before);
+    assert_eq!(done["requests"], conns * requests, "{done:#}");
+    assert_eq!(d.sockets_inserted, 2 * conns, "{d:?}");
+    assert_eq!(d.streaming_fallbacks, 0, "{d:?}");
+    assert!(d.bytes_redirected >= 2 * conns * requests * size, "{d:?}");
+}
+
+/// Echo both ways between an accelerated pod and an unaccelerated one (`port` on `any`, the
+/// family's wildcard listen address; `ip` picks each pod's address of that family):
+/// nothing is redirected and no socket of theirs enters the sockhash.
+pub fn talks_plainly(node: &TestNode, any: &str, ip: fn(&Pod) -> std::net::IpAddr, accelerated: &Pod, plain: &Pod) {
+    const CONNS: u32 = 4;
+    let port = 5300;
+    let listen = addr(any.parse().unwrap(), port);
+    let before = node.stats().unwrap();
+    echo_traffic(accelerated, &listen, plain, &addr(ip(accelerated), port), CONNS, 1 << 20, "poll").unwrap();
+    echo_traffic(plain, &listen, accelerated, &addr(ip(plain), port), CONNS, 1 << 20, "poll").unwrap();
+    let d = node.stats().unwrap().since(&before);
+    assert_eq!((d.msgs_redirected, d.bytes_redirected), (0, 0), "{d:?}");
+    assert_eq!(d.sockets_inserted, 0, "no socket of an unpaired connection enters the sockhash: {d:?}");
+    assert_eq!(d.redirect_misses, u64::from(CONNS), "the accelerated server end saw its unaccelerated clients: {d:?}");
+}
+
+/// 2000 short connections (connect, tagged request, echo, close) from two client pods to
+/// two server pods (listening on `listen`) at once, 16 in flight at a time, the client
+/// writing right after connect() (racing its server end's pairing); `connect(c, server)` is
+/// client `c`'s address of a server. Every answer is the request's own bytes, every
+/// connection completes, and nothing stays in the sockhash.
+pub fn short_connections_never_cross(
+    node: &TestNode,
+    listen: &str,
+    connect: impl Fn(usize, &Pod) -> String,
+) -> std::collections::BTreeMap<&'static str, u64> {
+    const THREADS: u64 = 4;
+    const PER_THREAD: u64 = 125;
+    let mesh_counters = |n: &TestNode| crate::mesh::counters(n).unwrap();
+    let clients = [node.accelerated_pod("client-1").unwrap(), node.accelerated_pod("client-2").unwrap()];
+    let servers = [node.accelerated_pod("server-1").unwrap(), node.accelerated_pod("server-2").unwrap()];
+    let before = mesh_counters(node);
+    // Prefix 10*client + server: each server accepts only the prefixes of connections meant for it.
+    let prefix = |c: usize, s: usize| 10 * (c as u32 + 1) + s as u32 + 1;
+    let echo: Vec<Proc> = servers
+        .iter()
+        .enumerate()
+        .map(|(s, pod)| crate::mesh::echo_server(pod, listen, &[prefix(0, s), prefix(1, s)]).unwrap())
+        .collect();
+    let (threads, requests) = (THREADS.to_string(), PER_THREAD.to_string());
+    let mut load = vec![];
+    for (c, pod) in clients.iter().enumerate() {
+        for (s, to) in servers.iter().enumerate() {
+            let args = ["--conns", &threads, "--requests", &requests, "--reconnect"];
+            load.push(crate::mesh::rr(pod, &connect(c, to), prefix(c, s), &args).unwrap());
+        }
+    }
+    let mut total = 0;
+    for rr in load {
+        let label = rr.label().to_string();
+        let done = rr.finish(TIMEOUT).unwrap();
+        assert_eq!(done["error_count"], 0, "{label}: {done:#}");
+        assert_eq!(done["requests"].as_u64(), Some(THREADS * PER_THREAD), "{label}: {done:#}");
+        total += done["conns_opened"].as_u64().unwrap();
+    }
+    for srv in echo {
+        let served = crate::mesh::stop(srv).unwrap();
+        assert_eq!(served["error_count"], 0, "{served:#}");
+        assert_eq!(served["conns"].as_u64(), Some(2 * THREADS * PER_THREAD), "{served:#}");
+    }
+    assert_eq!(total, 4 * THREADS * PER_THREAD);
+    let d = crate::mesh::counters_since(&mesh_counters(node), &before);
+    eprintln!("{total} short connections: {d:?}");
+    let count = |k: &str| d.get(k).copied().unwrap_or(0);
+    assert_eq!(count("insert_failures"), 0, "{d:?}");
+    assert!(count("sockets_inserted") <= 2 * total, "{d:?}");
+    // Closed sockets leave the sockhash (the kernel unlinks them at close).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !crate::mesh::sockhash_keys(node).unwrap().is_empty() {
+        let left = crate::mesh::sockhash_keys(node).unwrap();
+        assert!(std::time::Instant::now() < deadline, "left in the sockhash: {left:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d
+}
+
+/// An echo server in `pod` for `conns` connections tagged `tag_base..`, refusing others.
+pub fn tagged_echo(pod: &Pod, listen: &str, tag_base: u64, conns: u64) -> Proc {
+    let (n, tags) = (conns.to_string(), format!("{tag_base}..{}", tag_base + conns - 1));
+    server(pod, listen, "echo", &["--conns", &n, "--expect-tags", &tags, "--io", "poll"]).unwrap()
+}
+
+/// A `verify` client in `pod` of `conns` connections tagged `tag_base..`, each `bytes`
+/// long, from local ports `bind_port..`: established and waiting for `go`.
+pub fn waiting_verifier(pod: &Pod, connect: &str, conns: u64, bytes: u64, tag_base: u64, bind_port: u16) -> Proc {
+    let (n, b, t, p) = (conns.to_string(), bytes.to_string(), tag_base.to_string(), bind_port.to_string());
+    let args = ["--conns", &n, "--bytes", &b, "--tag-base", &t, "--bind-port", &p, "--wait-go", "--io", "poll"];
+    let mut c = client(pod, connect, "verify", &args).unwrap();
+    c.expect_event("ready", TIMEOUT).unwrap();
+    c
+}
+
+/// `go` to every waiting client, then every client and its server must finish clean.
+pub fn go_and_check(mut pairs: Vec<(Proc, Proc)>) {
+    for (_, c) in &mut pairs {
+        c.send("go").unwrap();
+    }
+    for (s, c) in pairs {
+        let label = c.label().to_string();
+        clean(c.finish(TIMEOUT).unwrap()).unwrap_or_else(|e| panic!("{label}: {e:#}"));
+        clean(s.finish(TIMEOUT).unwrap()).unwrap_or_else(|e| panic!("server of {label}: {e:#}"));
+    }
+}

@@ -2,24 +2,14 @@
 //! connections of accelerated pods are redirected: server port ranges, peer CIDR and the
 //! socket owner's uid (for an accepted socket, the listener's owner, inherited from it).
 //! Filtered connections work on plain TCP and never enter the sockhash.
-use meshaccel_tests::scenario::echo_traffic;
+use meshaccel_tests::scenario;
 use meshaccel_tests::{Pod, TestNode};
 use serde_json::json;
 
 /// Runs one echo connection from `client` to `server`:`port` and says whether it was
 /// redirected, checking the counters agree with themselves.
 fn redirected(node: &TestNode, server: &Pod, client: &Pod, port: u16) -> bool {
-    let before = node.stats().unwrap();
-    let listen = format!("0.0.0.0:{port}");
-    let connect = format!("{}:{port}", server.ip());
-    echo_traffic(server, &listen, client, &connect, 1, 256 << 10, "poll").unwrap();
-    let d = node.stats().unwrap().since(&before);
-    let accelerated = d.bytes_redirected > 0;
-    assert_eq!(d.sockets_inserted, if accelerated { 2 } else { 0 }, "port {port}: {d:?}");
-    if !accelerated {
-        assert!(d.filtered >= 1, "port {port}: kept plain by a rule: {d:?}");
-    }
-    accelerated
+    scenario::one_echo_redirected(node, server, &format!("0.0.0.0:{port}"), client, &format!("{}:{port}", server.ip()))
 }
 
 #[test]

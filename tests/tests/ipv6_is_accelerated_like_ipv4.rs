@@ -8,7 +8,7 @@
 use std::net::Ipv6Addr;
 
 use meshaccel_tests::mesh::{self, counters, counters_since, established};
-use meshaccel_tests::scenario::{clean, client, echo_traffic, server, TIMEOUT};
+use meshaccel_tests::scenario::{self, clean, client, echo_traffic, server, TIMEOUT};
 use meshaccel_tests::{Chain, Pod, Proc, TestNode};
 use serde_json::json;
 
@@ -18,14 +18,6 @@ fn v6(pod: &Pod, port: u16) -> String {
 
 fn count(d: &std::collections::BTreeMap<&'static str, u64>, k: &str) -> u64 {
     d.get(k).copied().unwrap_or(0)
-}
-
-fn finish_all(pairs: Vec<(Proc, Proc)>) {
-    for (s, c) in pairs {
-        let label = c.label().to_string();
-        clean(c.finish(TIMEOUT).unwrap()).unwrap_or_else(|e| panic!("{label}: {e:#}"));
-        clean(s.finish(TIMEOUT).unwrap()).unwrap_or_else(|e| panic!("server of {label}: {e:#}"));
-    }
 }
 
 #[test]
@@ -95,21 +87,7 @@ fn ipv4_and_ipv6_clients_of_one_dual_stack_listener_pair_each_with_its_own_peer(
 
 #[test]
 fn ipv6_loopback_request_response_is_redirected_and_intact() {
-    let node = TestNode::dual_stack().unwrap();
-    let pod = node.accelerated_pod("lo-rr").unwrap();
-    let srv = mesh::echo_server(&pod, "[::1]:6000", &[51]).unwrap();
-    let before = node.stats().unwrap();
-    let (conns, requests, size) = (4u64, 500u64, 1024u64);
-    let args = ["--conns", &conns.to_string(), "--requests", &requests.to_string(), "--size", &size.to_string()]
-        .map(String::from);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let done = clean(mesh::rr(&pod, "[::1]:6000", 51, &args).unwrap().finish(TIMEOUT).unwrap()).unwrap();
-    clean(mesh::stop(srv).unwrap()).unwrap();
-    let d = node.stats().unwrap().since(&before);
-    assert_eq!(done["requests"], conns * requests, "{done:#}");
-    assert_eq!(d.sockets_inserted, 2 * conns, "{d:?}");
-    assert_eq!(d.streaming_fallbacks, 0, "{d:?}");
-    assert!(d.bytes_redirected >= 2 * conns * requests * size, "{d:?}");
+    scenario::loopback_request_response_is_redirected(&TestNode::dual_stack().unwrap(), "[::1]:6000");
 }
 
 /// The same `::1` 4-tuples in two pods at once: each pair is redirected within its own pod.
@@ -119,33 +97,15 @@ fn identical_ipv6_loopback_tuples_in_two_pods_never_cross_deliver() {
     let node = TestNode::dual_stack().unwrap();
     let pods = [node.accelerated_pod("lo-a").unwrap(), node.accelerated_pod("lo-b").unwrap()];
     let before = node.stats().unwrap();
-    let conns = CONNS.to_string();
-    let mut procs = vec![];
-    for (pod, tag_base) in pods.iter().zip([1000u64, 2000]) {
-        let tags = format!("{tag_base}..{}", tag_base + CONNS - 1);
-        let srv =
-            server(pod, "[::1]:6000", "echo", &["--conns", &conns, "--expect-tags", &tags, "--io", "poll"]).unwrap();
-        let args = [
-            "--conns",
-            &conns,
-            "--bytes",
-            "1048576",
-            "--tag-base",
-            &tag_base.to_string(),
-            "--bind-port",
-            "40000",
-            "--wait-go",
-            "--io",
-            "poll",
-        ];
-        let mut cli = client(pod, "[::1]:6000", "verify", &args).unwrap();
-        cli.expect_event("ready", TIMEOUT).unwrap();
-        procs.push((srv, cli));
-    }
-    for (_, cli) in &mut procs {
-        cli.send("go").unwrap();
-    }
-    finish_all(procs);
+    let pairs = pods
+        .iter()
+        .zip([1000u64, 2000])
+        .map(|(pod, tags)| {
+            let srv = scenario::tagged_echo(pod, "[::1]:6000", tags, CONNS);
+            (srv, scenario::waiting_verifier(pod, "[::1]:6000", CONNS, 1 << 20, tags, 40000))
+        })
+        .collect();
+    scenario::go_and_check(pairs);
     let d = node.stats().unwrap().since(&before);
     assert_eq!(d.sockets_inserted, 2 * 2 * CONNS, "{d:?}");
     assert!(d.bytes_redirected >= 2 * 2 * CONNS * (1 << 20), "the traffic must have been redirected: {d:?}");
@@ -153,14 +113,7 @@ fn identical_ipv6_loopback_tuples_in_two_pods_never_cross_deliver() {
 }
 
 fn talks_plainly_over_ipv6(node: &TestNode, accelerated: &Pod, plain: &Pod) {
-    const CONNS: u32 = 4;
-    let before = node.stats().unwrap();
-    echo_traffic(accelerated, "[::]:5300", plain, &v6(accelerated, 5300), CONNS, 1 << 20, "poll").unwrap();
-    echo_traffic(plain, "[::]:5300", accelerated, &v6(plain, 5300), CONNS, 1 << 20, "poll").unwrap();
-    let d = node.stats().unwrap().since(&before);
-    assert_eq!((d.msgs_redirected, d.bytes_redirected), (0, 0), "{d:?}");
-    assert_eq!(d.sockets_inserted, 0, "{d:?}");
-    assert_eq!(d.redirect_misses, u64::from(CONNS), "the accelerated server end saw its unaccelerated clients: {d:?}");
+    scenario::talks_plainly(node, "::", |p| p.ip6().into(), accelerated, plain);
 }
 
 #[test]
@@ -181,16 +134,8 @@ fn ipv6_peer_opted_out_by_annotation_is_not_redirected() {
 
 /// One echo connection to `server`:`port` (over IPv6 or IPv4): whether it was redirected.
 fn redirected(node: &TestNode, server: &Pod, client: &Pod, port: u16, ipv6: bool) -> bool {
-    let before = node.stats().unwrap();
     let connect = if ipv6 { v6(server, port) } else { format!("{}:{port}", server.ip()) };
-    echo_traffic(server, &format!("[::]:{port}"), client, &connect, 1, 256 << 10, "poll").unwrap();
-    let d = node.stats().unwrap().since(&before);
-    let accelerated = d.bytes_redirected > 0;
-    assert_eq!(d.sockets_inserted, if accelerated { 2 } else { 0 }, "port {port}: {d:?}");
-    if !accelerated {
-        assert!(d.filtered >= 1, "port {port}: kept plain by a rule: {d:?}");
-    }
-    accelerated
+    scenario::one_echo_redirected(node, server, &format!("[::]:{port}"), client, &connect)
 }
 
 #[test]
@@ -262,7 +207,7 @@ fn one_ipv6_client_endpoint_towards_two_servers_pairs_each_with_its_own_peer() {
     for (_, c) in &mut pairs {
         c.send("go").unwrap();
     }
-    finish_all(pairs);
+    scenario::go_and_check(pairs);
     let d = counters_since(&counters(&node).unwrap(), &before);
     assert_eq!(count(&d, "sockets_inserted"), 4, "both connections paired: {d:?}");
     assert_eq!(count(&d, "bytes_redirected"), 2 * 2 * (1 << 20), "{d:?}");
@@ -309,7 +254,7 @@ fn ipv6_snat_on_the_path_leaves_connections_plain_and_working() {
         let keys = mesh::sockhash_keys(&node).unwrap();
         assert!(keys.is_empty(), "{case}: unpaired sockets in the sockhash: {keys:?}");
         c.send("go").unwrap();
-        finish_all(vec![(s, c)]);
+        scenario::go_and_check(vec![(s, c)]);
         let d = counters_since(&counters(&node).unwrap(), &before);
         assert_eq!((count(&d, "bytes_redirected"), count(&d, "msgs_redirected")), (0, 0), "{case}: {d:?}");
         assert_eq!((count(&d, "sockets_inserted"), count(&d, "insert_failures")), (0, 0), "{case}: {d:?}");
@@ -409,53 +354,10 @@ fn ipv6_later_connections_to_a_listener_that_accepts_blocking_sockets_stay_plain
 /// (twin of pairing_is_never_ambiguous::many_short_parallel_connections_never_cross).
 #[test]
 fn many_short_ipv6_and_ipv4_connections_never_cross() {
-    const THREADS: u64 = 4;
-    const PER_THREAD: u64 = 125;
     let node = TestNode::dual_stack().unwrap();
-    let clients = [node.accelerated_pod("client-1").unwrap(), node.accelerated_pod("client-2").unwrap()];
-    let servers = [node.accelerated_pod("server-1").unwrap(), node.accelerated_pod("server-2").unwrap()];
-    let before = counters(&node).unwrap();
-    let prefix = |c: usize, s: usize| 10 * (c as u32 + 1) + s as u32 + 1;
-    let echo: Vec<Proc> = servers
-        .iter()
-        .enumerate()
-        .map(|(s, pod)| mesh::echo_server(pod, "[::]:7000", &[prefix(0, s), prefix(1, s)]).unwrap())
-        .collect();
-    let (threads, requests) = (THREADS.to_string(), PER_THREAD.to_string());
-    let mut load = vec![];
-    for (c, pod) in clients.iter().enumerate() {
-        for (s, to) in servers.iter().enumerate() {
-            let connect = if c == 0 { v6(to, 7000) } else { format!("{}:7000", to.ip()) };
-            let args = ["--conns", &threads, "--requests", &requests, "--reconnect"];
-            load.push(mesh::rr(pod, &connect, prefix(c, s), &args).unwrap());
-        }
-    }
-    let mut total = 0;
-    for rr in load {
-        let label = rr.label().to_string();
-        let done = rr.finish(TIMEOUT).unwrap();
-        assert_eq!(done["error_count"], 0, "{label}: {done:#}");
-        assert_eq!(done["requests"].as_u64(), Some(THREADS * PER_THREAD), "{label}: {done:#}");
-        total += done["conns_opened"].as_u64().unwrap();
-    }
-    for srv in echo {
-        let served = mesh::stop(srv).unwrap();
-        assert_eq!(served["error_count"], 0, "{served:#}");
-        assert_eq!(served["conns"].as_u64(), Some(2 * THREADS * PER_THREAD), "{served:#}");
-    }
-    assert_eq!(total, 4 * THREADS * PER_THREAD);
-    let d = counters_since(&counters(&node).unwrap(), &before);
-    assert_eq!(count(&d, "insert_failures"), 0, "{d:?}");
-    assert!(count(&d, "sockets_inserted") > 0 && count(&d, "sockets_inserted") <= 2 * total, "{d:?}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !mesh::sockhash_keys(&node).unwrap().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "left in the sockhash: {:?}",
-            mesh::sockhash_keys(&node).unwrap()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let connect = |c: usize, to: &Pod| if c == 0 { v6(to, 7000) } else { format!("{}:7000", to.ip()) };
+    let d = scenario::short_connections_never_cross(&node, "[::]:7000", connect);
+    assert!(d.get("sockets_inserted").is_some_and(|&n| n > 0), "{d:?}");
 }
 
 /// A blocking `0.0.0.0` listener and a non-blocking `[::]` one (`IPV6_V6ONLY`) on the same

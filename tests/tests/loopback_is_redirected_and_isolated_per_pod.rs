@@ -1,28 +1,12 @@
 //! Loopback inside a pod is accelerated where that pays (request/response), streams move
 //! to plain TCP intact, and every pod's `127.0.0.1` stays its own: the same loopback
 //! 4-tuple in two pods at once never delivers one pod's data into the other.
-use meshaccel_tests::mesh;
-use meshaccel_tests::scenario::{clean, client, echo_traffic, server, TIMEOUT};
+use meshaccel_tests::scenario::{self, clean, client, echo_traffic, server, TIMEOUT};
 use meshaccel_tests::TestNode;
 
 #[test]
 fn loopback_request_response_is_redirected_and_intact() {
-    let node = TestNode::new().unwrap();
-    let pod = node.accelerated_pod("lo-rr").unwrap();
-    let srv = mesh::echo_server(&pod, "127.0.0.1:6000", &[51]).unwrap();
-    let before = node.stats().unwrap();
-    let (conns, requests, size) = (4u64, 500u64, 1024u64);
-    let args = ["--conns", &conns.to_string(), "--requests", &requests.to_string(), "--size", &size.to_string()]
-        .map(String::from);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let done = clean(mesh::rr(&pod, "127.0.0.1:6000", 51, &args).unwrap().finish(TIMEOUT).unwrap()).unwrap();
-    clean(mesh::stop(srv).unwrap()).unwrap();
-    let d = node.stats().unwrap().since(&before);
-    assert_eq!(done["requests"], conns * requests, "{done:#}");
-    assert_eq!(d.sockets_inserted, 2 * conns, "{d:?}");
-    // Every answer resets the streaming run: nothing moves to plain TCP.
-    assert_eq!(d.streaming_fallbacks, 0, "{d:?}");
-    assert!(d.bytes_redirected >= 2 * conns * requests * size, "{d:?}");
+    scenario::loopback_request_response_is_redirected(&TestNode::new().unwrap(), "127.0.0.1:6000");
 }
 
 /// A bulk stream over loopback, where plain TCP is faster, moves to plain TCP after a few
@@ -68,39 +52,17 @@ fn identical_loopback_tuples_in_two_pods_never_cross_deliver() {
     let node = TestNode::new().unwrap();
     let pods = [node.accelerated_pod("lo-a").unwrap(), node.accelerated_pod("lo-b").unwrap()];
     let before = node.stats().unwrap();
-    let conns = CONNS.to_string();
-    let mut procs = vec![];
-    for (pod, tag_base) in pods.iter().zip([1000u64, 2000]) {
-        let tags = format!("{tag_base}..{}", tag_base + CONNS - 1);
-        let srv = server(pod, "127.0.0.1:6000", "echo", &["--conns", &conns, "--expect-tags", &tags, "--io", "poll"])
-            .unwrap();
-        // Same server port and same client ports in both pods: identical 4-tuples.
-        let args = [
-            "--conns",
-            &conns,
-            "--bytes",
-            "1048576",
-            "--tag-base",
-            &tag_base.to_string(),
-            "--bind-port",
-            "40000",
-            "--wait-go",
-            "--io",
-            "poll",
-        ];
-        let mut cli = client(pod, "127.0.0.1:6000", "verify", &args).unwrap();
-        cli.expect_event("ready", TIMEOUT).unwrap();
-        procs.push((srv, cli));
-    }
-    // Both pods' connections are established (and in the sockhash) before either sends.
-    for (_, cli) in &mut procs {
-        cli.send("go").unwrap();
-    }
-    for (srv, cli) in procs {
-        let label = cli.label().to_string();
-        clean(cli.finish(TIMEOUT).unwrap()).unwrap_or_else(|e| panic!("{label}: {e:#}"));
-        clean(srv.finish(TIMEOUT).unwrap()).unwrap_or_else(|e| panic!("server of {label}: {e:#}"));
-    }
+    // Same server port and same client ports in both pods: identical 4-tuples, all
+    // established (and in the sockhash) before either pod sends.
+    let pairs = pods
+        .iter()
+        .zip([1000u64, 2000])
+        .map(|(pod, tags)| {
+            let srv = scenario::tagged_echo(pod, "127.0.0.1:6000", tags, CONNS);
+            (srv, scenario::waiting_verifier(pod, "127.0.0.1:6000", CONNS, 1 << 20, tags, 40000))
+        })
+        .collect();
+    scenario::go_and_check(pairs);
     let d = node.stats().unwrap().since(&before);
     assert!(
         d.bytes_redirected >= 2 * 2 * CONNS * (1 << 20),

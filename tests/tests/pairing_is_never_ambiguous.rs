@@ -6,10 +6,10 @@
 //! it ends up paired or on plain TCP.
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use meshaccel_tests::mesh::{self, counters, counters_since, established};
-use meshaccel_tests::scenario::{clean, client, server, TIMEOUT};
+use meshaccel_tests::scenario::{self, client, server, TIMEOUT};
 use meshaccel_tests::{Pod, Proc, TestNode};
 
 type Counts = BTreeMap<&'static str, u64>;
@@ -40,18 +40,6 @@ fn tagged_client(from: &Pod, to: &Pod, port: u16, tag: u64, bind: u16) -> Proc {
     let args =
         ["--conns", "1", "--bytes", "1048576", "--tag-base", &tag, "--bind-port", &bind, "--wait-go", "--io", "poll"];
     client(from, &format!("{}:{port}", to.ip()), "verify", &args).unwrap()
-}
-
-fn go_and_check(pairs: Vec<(Proc, Proc)>) {
-    let mut pairs = pairs;
-    for (_, c) in &mut pairs {
-        c.send("go").unwrap();
-    }
-    for (s, c) in pairs {
-        let label = c.label().to_string();
-        clean(c.finish(TIMEOUT).unwrap()).unwrap_or_else(|e| panic!("{label}: {e:#}"));
-        clean(s.finish(TIMEOUT).unwrap()).unwrap_or_else(|e| panic!("server of {label}: {e:#}"));
-    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -101,7 +89,7 @@ fn one_client_endpoint_towards_two_servers_pairs_each_with_its_own_peer() {
         let live: Vec<_> = established(c).unwrap().into_iter().filter(|s| s.local.port() == bind).collect();
         assert_eq!(live.len(), 2, "{order:?}: one endpoint, two live connections: {live:?}");
         assert_eq!(live[0].local, live[1].local);
-        go_and_check(servers.into_iter().zip(clients).collect());
+        scenario::go_and_check(servers.into_iter().zip(clients).collect());
         let d = since(&node, &before, &format!("endpoint reuse, {order:?}"));
         assert_eq!(count(&d, "sockets_inserted"), 4, "both connections paired: {d:?}");
         assert_eq!(count(&d, "bytes_redirected"), 2 * 2 * (1 << 20), "{d:?}");
@@ -146,7 +134,7 @@ fn snat_cases(io: &str, conns: u64) {
             seen.iter().all(|p| !sent_from.contains(p)),
             "{case}: NAT did not rewrite: server sees {seen:?}, client has {sent_from:?}"
         );
-        go_and_check(vec![(s, c)]);
+        scenario::go_and_check(vec![(s, c)]);
         let d = since(&node, &before, &case);
         assert_eq!((count(&d, "bytes_redirected"), count(&d, "msgs_redirected")), (0, 0), "{case}: {d:?}");
         // Only client ends can have entered the sockhash: a server end needs its client's
@@ -210,32 +198,17 @@ fn identical_loopback_tuples_in_eight_pods_stay_in_their_pods() {
     let node = TestNode::new().unwrap();
     let pods: Vec<Pod> = (0..PODS).map(|i| node.accelerated_pod(&format!("lo-{i}")).unwrap()).collect();
     let before = counters(&node).unwrap();
-    let conns = CONNS.to_string();
-    let mut pairs = vec![];
-    for (i, pod) in pods.iter().enumerate() {
-        let base = 10_000 * (i as u64 + 1);
-        let tags = format!("{base}..{}", base + CONNS - 1);
-        let s = server(pod, "127.0.0.1:6000", "echo", &["--conns", &conns, "--expect-tags", &tags, "--io", "poll"])
-            .unwrap();
-        let args = [
-            "--conns",
-            &conns,
-            "--bytes",
-            &BYTES.to_string(),
-            "--tag-base",
-            &base.to_string(),
-            "--bind-port",
-            "40000",
-            "--wait-go",
-            "--io",
-            "poll",
-        ];
-        let mut c = client(pod, "127.0.0.1:6000", "verify", &args).unwrap();
-        c.expect_event("ready", TIMEOUT).unwrap();
-        pairs.push((s, c));
-    }
+    let pairs = pods
+        .iter()
+        .enumerate()
+        .map(|(i, pod)| {
+            let base = 10_000 * (i as u64 + 1);
+            let s = scenario::tagged_echo(pod, "127.0.0.1:6000", base, CONNS);
+            (s, scenario::waiting_verifier(pod, "127.0.0.1:6000", CONNS, BYTES, base, 40000))
+        })
+        .collect();
     // All PODS × CONNS connections are established (identical tuples across pods) before any sends.
-    go_and_check(pairs);
+    scenario::go_and_check(pairs);
     let d = since(&node, &before, "loopback in 8 pods");
     assert_eq!(count(&d, "sockets_inserted"), 2 * PODS * CONNS, "{d:?}");
     assert_eq!(count(&d, "bytes_redirected"), 2 * PODS * CONNS * BYTES, "{d:?}");
@@ -248,50 +221,8 @@ fn identical_loopback_tuples_in_eight_pods_stay_in_their_pods() {
 /// is the request's own bytes and every connection completes; nothing stays behind.
 #[test]
 fn many_short_parallel_connections_never_cross() {
-    const THREADS: u64 = 4;
-    const PER_THREAD: u64 = 125;
     let node = TestNode::new().unwrap();
-    let clients = [node.accelerated_pod("client-1").unwrap(), node.accelerated_pod("client-2").unwrap()];
-    let servers = [node.accelerated_pod("server-1").unwrap(), node.accelerated_pod("server-2").unwrap()];
-    let before = counters(&node).unwrap();
-    // Prefix 10*client + server: each server accepts only the prefixes of connections meant for it.
-    let prefix = |c: usize, s: usize| 10 * (c as u32 + 1) + s as u32 + 1;
-    let echo: Vec<Proc> = servers
-        .iter()
-        .enumerate()
-        .map(|(s, pod)| mesh::echo_server(pod, "0.0.0.0:7000", &[prefix(0, s), prefix(1, s)]).unwrap())
-        .collect();
-    let (threads, requests) = (THREADS.to_string(), PER_THREAD.to_string());
-    let mut load = vec![];
-    for (c, pod) in clients.iter().enumerate() {
-        for (s, to) in servers.iter().enumerate() {
-            let args = ["--conns", &threads, "--requests", &requests, "--reconnect"];
-            load.push(mesh::rr(pod, &format!("{}:7000", to.ip()), prefix(c, s), &args).unwrap());
-        }
-    }
-    let mut total = 0;
-    for rr in load {
-        let label = rr.label().to_string();
-        let done = rr.finish(TIMEOUT).unwrap();
-        assert_eq!(done["error_count"], 0, "{label}: {done:#}");
-        assert_eq!(done["requests"].as_u64(), Some(THREADS * PER_THREAD), "{label}: {done:#}");
-        total += done["conns_opened"].as_u64().unwrap();
-    }
-    for srv in echo {
-        let served = mesh::stop(srv).unwrap();
-        assert_eq!(served["error_count"], 0, "{served:#}");
-        assert_eq!(served["conns"].as_u64(), Some(2 * THREADS * PER_THREAD), "{served:#}");
-    }
-    assert_eq!(total, 4 * THREADS * PER_THREAD);
-    let d = since(&node, &before, "2000 short connections");
-    assert_eq!(count(&d, "insert_failures"), 0, "{d:?}");
-    assert!(count(&d, "sockets_inserted") <= 2 * total, "{d:?}");
-    // Closed sockets leave the sockhash (the kernel unlinks them at close).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !mesh::sockhash_keys(&node).unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "left in the sockhash: {:?}", mesh::sockhash_keys(&node).unwrap());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    scenario::short_connections_never_cross(&node, "0.0.0.0:7000", |_, to| format!("{}:7000", to.ip()));
 }
 
 /// Istio's inbound REDIRECT sends every destination port to one proxy port. A client
@@ -312,7 +243,7 @@ fn conntrack_port_remap_after_redirect_leaves_the_connection_plain_and_working()
         c.expect_event("ready", TIMEOUT).unwrap();
         let seen: Vec<_> =
             established(&srv).unwrap().into_iter().filter(|s| s.local.port() == 15006).map(|s| s.peer).collect();
-        go_and_check(vec![(s, c)]);
+        scenario::go_and_check(vec![(s, c)]);
         let d =
             since(&node, &before, &format!("client port 42000 to :{port}, redirected to :15006; server sees {seen:?}"));
         assert_eq!(count(&d, "insert_failures"), 0, "{d:?}");
