@@ -118,7 +118,13 @@ fn option_to_write(ops: *mut bpf_sock_ops) -> Option<SynOption> {
         TCP_FLAG_SYN => Some(SynOption::syn(node_token())),
         f if f == TCP_FLAG_SYN | TCP_FLAG_ACK => {
             our_option(ops, LOAD_HDR_OPT_TCP_SYN)?;
-            let (_, client) = endpoints(ops)?;
+            let (local, client) = endpoints(ops)?;
+            // A blocking listener's connections stay plain: unanswered, the client never
+            // enters SOCKS, so no reader of it can block in the sockmap's recvmsg while it
+            // is taken out again (a reader there returns EAGAIN when plain bytes wake it).
+            if listener_blocking(ops, &local) {
+                return None;
+            }
             Some(SynOption::answer(node_token(), client.echo(), client.port))
         }
         _ => None,
@@ -183,6 +189,15 @@ fn established(ops: *mut bpf_sock_ops, active: bool) {
         count(Counter::Blocking, 1);
         return;
     }
+    // Before the READY check, so a blocking listener's connection counts as blocking
+    // whether or not its SYN-ACK went unanswered (it did unless the listener turned
+    // blocking since).
+    if !active && listener_blocking(ops, &local) {
+        let _ = DECISION.remove(&conn.ready());
+        abort(&conn, &peer);
+        count(Counter::Blocking, 1);
+        return;
+    }
     // The server only pairs with a client that is already in SOCKS: such a client
     // marked itself READY at its ACTIVE_ESTABLISHED, before sending the ACK that
     // triggers ours.
@@ -193,11 +208,6 @@ fn established(ops: *mut bpf_sock_ops, active: bool) {
     if !active && !pod_config().is_some_and(|cfg| rules_accept(cfg, sk, remote.ip, local.port)) {
         abort(&conn, &peer);
         count(Counter::Filtered, 1);
-        return;
-    }
-    if !active && listener_blocking(ops, &local) {
-        abort(&conn, &peer);
-        count(Counter::Blocking, 1);
         return;
     }
     let state = storage(sk, true);
