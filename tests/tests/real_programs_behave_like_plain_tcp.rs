@@ -260,9 +260,12 @@ fn python_asyncio_streams_are_redirected_and_intact() {
     });
 }
 
-/// `nc -N -l` answering a 1 MiB file while receiving a 2 MiB one from `nc -N`; each
-/// half-closes after its input (without `-N` the listener may quit at the client's EOF
-/// before its own input is sent, plain TCP too) and prints what it received.
+/// `nc -N -l` answering a 1 MiB file (and half-closing after it) while receiving a 2 MiB
+/// one from `nc`, which closes once it has sent its file and read the answer's end; each
+/// prints what it received. (A listening nc quits as soon as its peer's EOF is read and
+/// its buffers are empty, even with its own input unread: were the client to half-close
+/// after its file too, the answer could be cut at a 16 KiB boundary on plain TCP as well,
+/// whenever the request finished first.)
 #[test]
 fn netcat_piping_files_both_ways_stays_plain_and_intact() {
     const REQUEST: usize = 2 << 20;
@@ -283,7 +286,7 @@ fn netcat_piping_files_both_ways_stays_plain_and_intact() {
         let mut srv = Running::spawn(srv_pod, "nc", &["-N", "-l", "7302"], Some(&dir.join("answer")))?;
         srv.wait_listening(srv_pod, 7302, START)?;
         let ip = srv_pod.ip().to_string();
-        let cli = run_in(cli_pod, "nc", &["-N", &ip, "7302"], Some(&dir.join("request")), TIMEOUT)?;
+        let cli = run_in(cli_pod, "nc", &[&ip, "7302"], Some(&dir.join("request")), TIMEOUT)?;
         let srv = srv.wait(if cli.code == Some(0) { TIMEOUT } else { AFTER_FAILURE })?;
         Ok(json!({"server": seen(&srv), "client": seen(&cli)}))
     });
