@@ -61,7 +61,7 @@ enum Verb {
         #[command(flatten)]
         out: Output,
     },
-    /// Remove the node's UEIDs meshaccel added (run by `meshaccel-installer uninstall`).
+    /// Remove the node's UEIDs meshaccel added (what `meshaccel-installer uninstall` does for SMC).
     SmcUninstall {
         #[command(flatten)]
         state: StateDirArg,
