@@ -214,6 +214,23 @@ pub fn main(argv: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> Resu
     }
 }
 
+/// SIGTERM and SIGINT end the process at once, with status 0. The responder is its
+/// container's PID 1, for which the kernel ignores signals without a handler: without this
+/// every pod deletion waited out the grace period and ended in SIGKILL. It keeps no state a
+/// probe from another node would miss (an interrupted probe fails and is retried).
+fn exit_on_termination() -> Result<()> {
+    extern "C" fn exit_now(_: libc::c_int) {
+        // SAFETY: _exit is async-signal-safe and touches no state of the interrupted code.
+        unsafe { libc::_exit(0) }
+    }
+    let action = SigAction::new(SigHandler::Handler(exit_now), SaFlags::empty(), SigSet::empty());
+    for sig in [Signal::SIGTERM, Signal::SIGINT] {
+        // SAFETY: the handler only calls _exit (above).
+        unsafe { sigaction(sig, &action) }.with_context(|| format!("handle {sig}"))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,21 +284,4 @@ mod tests {
         assert_eq!(parse("--version").unwrap_err().kind(), ErrorKind::DisplayVersion);
         assert_eq!(parse("help doctor").unwrap_err().kind(), ErrorKind::DisplayHelp);
     }
-}
-
-/// SIGTERM and SIGINT end the process at once, with status 0. The responder is its
-/// container's PID 1, for which the kernel ignores signals without a handler: without this
-/// every pod deletion waited out the grace period and ended in SIGKILL. It keeps no state a
-/// probe from another node would miss (an interrupted probe fails and is retried).
-fn exit_on_termination() -> Result<()> {
-    extern "C" fn exit_now(_: libc::c_int) {
-        // SAFETY: _exit is async-signal-safe and touches no state of the interrupted code.
-        unsafe { libc::_exit(0) }
-    }
-    let action = SigAction::new(SigHandler::Handler(exit_now), SaFlags::empty(), SigSet::empty());
-    for sig in [Signal::SIGTERM, Signal::SIGINT] {
-        // SAFETY: the handler only calls _exit (above).
-        unsafe { sigaction(sig, &action) }.with_context(|| format!("handle {sig}"))?;
-    }
-    Ok(())
 }

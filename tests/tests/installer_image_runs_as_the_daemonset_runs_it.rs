@@ -248,7 +248,10 @@ fn the_daemonset_pod_adopts_running_pods_runs_the_responder_and_shows_plugin_log
     })?;
 
     let pod = run_ready(&node, &manifests, &[INSTALLER, RESPONDER], &host_path);
-    let adopted = wait_record(&pod, INSTALLER, "adoption", |_, r| r["msg"] == "adopted running pods");
+    let adopted = wait_record(&pod, INSTALLER, "adoption", |stream, r| {
+        // The installer's own records are on stderr, the plugin's on stdout.
+        stream == "stderr" && r["msg"] == "adopted running pods"
+    });
     assert_eq!(adopted["adopted"], 2, "{adopted}\n{}", pod.logs(INSTALLER));
     for p in &early {
         let id = AttachmentId::new(&p.sandbox_id, "eth0")?;
