@@ -11,6 +11,7 @@ use meshaccel_node::bpf;
 use meshaccel_node::conf::DEFAULT_STATE_DIR;
 use meshaccel_node::pins::{Pins, DEFAULT_ROOT};
 use meshaccel_node::sockmap;
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use serde_json::{json, Map, Value};
 
 use meshaccel_smc::report::ProbeArgs;
@@ -198,7 +199,10 @@ pub fn main(argv: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> Resu
                 bail!("node is not ready for SMC-R (see the report)")
             }
         }
-        Verb::RdmaResponder(opts) => responder::main(opts),
+        Verb::RdmaResponder(opts) => {
+            exit_on_termination()?;
+            responder::main(opts)
+        }
         Verb::SmcStats { out } => {
             out.print(meshaccel_smc::report::stats()?);
             Ok(())
@@ -208,6 +212,23 @@ pub fn main(argv: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> Resu
             Ok(())
         }
     }
+}
+
+/// SIGTERM and SIGINT end the process at once, with status 0. The responder is its
+/// container's PID 1, for which the kernel ignores signals without a handler: without this
+/// every pod deletion waited out the grace period and ended in SIGKILL. It keeps no state a
+/// probe from another node would miss (an interrupted probe fails and is retried).
+fn exit_on_termination() -> Result<()> {
+    extern "C" fn exit_now(_: libc::c_int) {
+        // SAFETY: _exit is async-signal-safe and touches no state of the interrupted code.
+        unsafe { libc::_exit(0) }
+    }
+    let action = SigAction::new(SigHandler::Handler(exit_now), SaFlags::empty(), SigSet::empty());
+    for sig in [Signal::SIGTERM, Signal::SIGINT] {
+        // SAFETY: the handler only calls _exit (above).
+        unsafe { sigaction(sig, &action) }.with_context(|| format!("handle {sig}"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

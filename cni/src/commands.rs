@@ -23,7 +23,7 @@ pub struct Meshaccel;
 
 fn log_for(conf: &PluginConf, cmd: &'static str, inv: Option<&Invocation>) -> Logger {
     let level = logging::parse_level(&conf.log.level).unwrap_or(slog::Level::Info);
-    let root = logging::logger("meshaccel", &conf.log.file, level);
+    let root = logging::plugin_logger("meshaccel", &conf.log.file, level, &conf.state_dir);
     match inv {
         Some(inv) => root.new(o!(
             "cmd" => cmd,

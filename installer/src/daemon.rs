@@ -16,6 +16,7 @@ use slog::{error, info, warn, Logger};
 
 use crate::binaries;
 use crate::config::Config;
+use crate::plugin_logs;
 use crate::preflight;
 use crate::status::{Repair, Status};
 use crate::watch::{self, Wake, Watcher};
@@ -200,6 +201,11 @@ pub fn run(cfg: Config, log: Logger) -> Result<()> {
     if let Some(addr) = &cfg.listen {
         crate::http::serve(addr, status.clone(), log.clone())?;
     }
+    // Kept to the end: dropping it removes the socket. Without it the plugin's records are
+    // still in its log file.
+    let _plugin_logs = plugin_logs::start(&cfg.state_dir(), &log)
+        .map_err(|e| warn!(log, "cannot forward the plugin's log records"; "error" => format!("{e:#}")))
+        .ok();
     let mut dirs = cfg.cni_bin_dirs.clone();
     dirs.push(cfg.cni_conf_dir.clone());
     let mut watcher = Watcher::new(dirs)?;

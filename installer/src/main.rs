@@ -3,6 +3,7 @@ mod binaries;
 mod config;
 mod daemon;
 mod http;
+mod plugin_logs;
 mod preflight;
 mod status;
 mod watch;

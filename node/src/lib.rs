@@ -17,6 +17,7 @@ pub mod cri;
 pub mod fault;
 pub mod feature;
 pub mod files;
+pub mod log_forward;
 pub mod logging;
 pub mod pins;
 pub mod records;

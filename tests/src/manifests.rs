@@ -35,6 +35,18 @@ impl Manifests {
         }
     }
 
+    /// Edits the YAML held in `key` of ConfigMap `name`, as an operator edits
+    /// manifests/configmap.yaml before applying it.
+    pub fn edit_config_map(&mut self, name: &str, key: &str, edit: impl FnOnce(&mut Value)) -> Result<()> {
+        self.one("ConfigMap", Some(name))?;
+        let cm = self.docs.iter_mut().find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == name).unwrap();
+        let text = cm["data"][key].as_str().with_context(|| format!("ConfigMap {name} has no {key}"))?;
+        let mut data: Value = serde_yaml::from_str(text).with_context(|| format!("parse {name}/{key}"))?;
+        edit(&mut data);
+        cm["data"][key] = Value::String(serde_yaml::to_string(&data)?);
+        Ok(())
+    }
+
     /// A container's image after the kustomization's `images:` (newName, newTag).
     pub fn image(&self, container: &Value) -> Result<String> {
         let image = container["image"].as_str().context("container without image")?;

@@ -24,7 +24,7 @@ initrd=$(bash "$here/build-initramfs.sh")
 # selects a prebuilt plugin instead.
 if [[ -z ${MESHACCEL_BIN:-} ]]; then
   (cd "$repo" && cargo build -q -p meshaccel-cni --bin meshaccel)
-  MESHACCEL_BIN=$repo/target/debug/meshaccel
+  MESHACCEL_BIN=${CARGO_TARGET_DIR:-$repo/target}/debug/meshaccel
 fi
 
 out=$(mktemp -d /tmp/meshaccel-vm.XXXXXX)
@@ -32,7 +32,7 @@ trap 'rm -rf "$out"' EXIT
 # The installer's uninstall, for the guest scripts that test it (INSTALLER_BIN selects a prebuilt one).
 if [[ -z ${INSTALLER_BIN:-} ]]; then
   (cd "$repo" && cargo build -q -p meshaccel-installer --bin meshaccel-installer)
-  INSTALLER_BIN=$repo/target/debug/meshaccel-installer
+  INSTALLER_BIN=${CARGO_TARGET_DIR:-$repo/target}/debug/meshaccel-installer
 fi
 printf 'MESHACCEL_BIN=%q\nREPO=%q\nINSTALLER_BIN=%q\n' "$MESHACCEL_BIN" "$repo" "$INSTALLER_BIN" > "$out/env"
 vm_args=("${@:2}")

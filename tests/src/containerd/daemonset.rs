@@ -97,7 +97,7 @@ impl Containerd {
                 command: strings(&c["command"])?,
                 args: strings(&c["args"])?,
                 envs: pod.env(c)?,
-                mounts: self.mounts(&pod, c, &host_path)?,
+                mounts: self.mounts(manifests, &pod, c, &host_path)?,
                 log_path: format!("{cname}.log"),
                 linux: Some(api::LinuxContainerConfig {
                     resources: Some(api::LinuxContainerResources {
@@ -121,6 +121,7 @@ impl Containerd {
     /// CRI mounts for a container's volumeMounts.
     fn mounts(
         &self,
+        manifests: &Manifests,
         pod: &DaemonSetPod,
         c: &Value,
         host_path: &impl Fn(&str) -> Result<PathBuf>,
@@ -137,7 +138,7 @@ impl Containerd {
                 }
                 dir
             } else if let Some(name) = vol["configMap"]["name"].as_str() {
-                self.config_map_volume(pod, name)?
+                self.config_map_volume(manifests, pod, name)?
             } else {
                 bail!("volume {} is neither a hostPath nor a configMap", vol["name"]);
             };
@@ -158,10 +159,10 @@ impl Containerd {
         Ok(out)
     }
 
-    /// A ConfigMap from manifests/ written as kubelet writes a configMap volume: one file
+    /// A ConfigMap of `manifests` written as kubelet writes a configMap volume: one file
     /// per data key.
-    fn config_map_volume(&self, pod: &DaemonSetPod, name: &str) -> Result<PathBuf> {
-        let cm = Manifests::load()?.one("ConfigMap", Some(name))?.clone();
+    fn config_map_volume(&self, manifests: &Manifests, pod: &DaemonSetPod, name: &str) -> Result<PathBuf> {
+        let cm = manifests.one("ConfigMap", Some(name))?;
         let dir = self.dir().join("volumes").join(&pod.uid).join(name);
         fs::create_dir_all(&dir)?;
         for (key, value) in cm["data"].as_object().into_iter().flatten() {
