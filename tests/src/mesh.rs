@@ -320,8 +320,8 @@ pub fn sockhash_keys(node: &TestNode) -> Result<Vec<ConnKey>> {
     Ok(socks.keys().collect::<Result<_, _>>()?)
 }
 
-/// Whether both ends of the connection whose client end is `client` are in the sockhash.
-pub fn both_ends_paired(keys: &[ConnKey], client: SocketAddr) -> bool {
+/// The sockhash keys of the connections whose client end is `client`.
+pub fn keys_of(keys: &[ConnKey], client: SocketAddr) -> Vec<ConnKey> {
     let v6 = match client.ip() {
         std::net::IpAddr::V4(a) => a.to_ipv6_mapped(),
         std::net::IpAddr::V6(a) => a,
@@ -329,9 +329,13 @@ pub fn both_ends_paired(keys: &[ConnKey], client: SocketAddr) -> bool {
     let o = v6.octets();
     let ip: [u32; 4] =
         std::array::from_fn(|i| u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]]));
-    let ends = |role| {
-        keys.iter().filter(|k| k.client_ip == ip && k.client_port == u32::from(client.port()) && k.role == role).count()
-    };
+    keys.iter().filter(|k| k.client_ip == ip && k.client_port == u32::from(client.port())).copied().collect()
+}
+
+/// Whether both ends of the connection whose client end is `client` are in the sockhash.
+pub fn both_ends_paired(keys: &[ConnKey], client: SocketAddr) -> bool {
+    let mine = keys_of(keys, client);
+    let ends = |role| mine.iter().filter(|k| k.role == role).count();
     ends(ConnKey::CLIENT) == 1 && ends(ConnKey::SERVER) == 1
 }
 

@@ -13,7 +13,10 @@ use crate::pod::Pod;
 use crate::scenario::{addr, clean, client, server, Family, TIMEOUT};
 
 pub const APP_PORT: u16 = 8080;
-const HOPS: [&str; 3] = ["app→proxy A", "proxy A→proxy B", "proxy B→app"];
+const HOPS: [&str; 3] = ["app→proxy A", "proxy A→proxy B", LAST];
+/// The only hop whose client address (`127.0.0.1`, `::1`, `::6`) exists in every pod:
+/// its keys carry the netns cookie, the others' (pod addresses) none.
+const LAST: &str = "proxy B→app";
 
 /// How the inbound proxy reaches its app.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,6 +126,9 @@ pub fn echo_through_the_mesh(accelerated: bool, path: MeshPath) -> BTreeMap<&'st
                     wrong.push(format!("{hop}: client {c} of the other family"));
                 } else if accelerated && !mesh::both_ends_paired(&keys, c) {
                     wrong.push(format!("{hop}: client {c} not paired"));
+                } else if accelerated && mesh::keys_of(&keys, c).iter().any(|k| (k.netns_cookie != 0) != (*hop == LAST))
+                {
+                    wrong.push(format!("{hop}: client {c}: netns cookie only in the last hop's keys"));
                 }
             }
         }
