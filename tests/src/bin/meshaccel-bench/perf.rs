@@ -2,8 +2,9 @@
 //! loop is the AF_UNIX reference's (reference.rs), which measures as sockperf does
 //! (non-blocking sockets, epoll, `size`-byte messages, latency half the mean round trip,
 //! bandwidth the bytes sent ÷ the send time). Every socket is non-blocking from before its
-//! connect or listen and accepted non-blocking, so meshaccel accelerates it. The client's
-//! first 8 bytes say the test and the size to the server.
+//! connect or listen and accepted non-blocking, so meshaccel accelerates it. As sockperf,
+//! the client disables Nagle for ping-pong only (the server, which answers only in
+//! ping-pong, always). The client's first 8 bytes say the test and the size to the server.
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
@@ -145,7 +146,8 @@ pub fn client(a: &ClientArgs) -> Result<()> {
         pin(cpu)?;
     }
     let s = connect(a.connect)?;
-    s.set_nodelay(true)?;
+    // sockperf's defaults: Nagle off for ping-pong, on for throughput.
+    s.set_nodelay(a.test == Test::PingPong)?;
     let mut s = Socket::new(s)?;
     s.send(&header(a.test, a.size))?;
     let size = a.size as usize;

@@ -209,7 +209,7 @@ impl Report {
                 out,
                 "\nIPv6, between the same dual-stack pods and over `::1`. sockperf 3.7 has no IPv6, so ping-pong and \
                  stream here are `meshaccel-bench perf-client` / `perf-server`: the AF_UNIX column's loop over TCP \
-                 (non-blocking, epoll, TCP_NODELAY, the same sizes and seconds), compare ratios rather than absolute \
+                 (non-blocking, epoll, Nagle off for ping-pong as sockperf, the same sizes and seconds), compare ratios rather than absolute \
                  values with the IPv4 rows; the connection rate is the same client as above.\n"
             );
             self.table(&mut out, Scenario::IPV6, &mut notes);
