@@ -43,7 +43,7 @@ impl MeshPath {
     }
 
     /// Where proxy B connects to its app (pod B's address for the passthrough).
-    fn to_app(&self, b: &Pod) -> SocketAddr {
+    fn app_address(self, b: &Pod) -> SocketAddr {
         let ip = match self.inbound {
             Inbound::Loopback => self.family.loopback(),
             Inbound::Passthrough => self.family.ip(b),
@@ -62,7 +62,7 @@ pub fn meshed_pair(node: &TestNode, accelerated: bool, path: MeshPath) -> (Pod, 
         Family::V6 => {
             let routes = |this: &Pod, peer: &Pod| Ipv6Routes {
                 outbound: SocketAddr::new(peer.ip6().into(), APP_PORT),
-                inbound: path.to_app(this),
+                inbound: path.app_address(this),
             };
             [
                 Sidecar::inject_dual_stack(&a, routes(&a, &b)).unwrap(),
@@ -112,7 +112,7 @@ pub fn echo_through_the_mesh(accelerated: bool, path: MeshPath) -> BTreeMap<&'st
     // Every app connection is up; the proxies' own connections follow (haproxy connects at
     // accept), and all six ends of each request's path are paired before a byte moves.
     // (Sockhash iteration can miss entries inserted meanwhile: check until it all holds.)
-    let (to_app, v6) = (path.to_app(&b), path.family == Family::V6);
+    let (to_app, v6) = (path.app_address(&b), path.family == Family::V6);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let keys = if accelerated { mesh::sockhash_keys(&node).unwrap() } else { vec![] };
