@@ -112,8 +112,11 @@ backend local_app6
 /// The sidecar's haproxy configuration. `0.0.0.0:0` connects to the client connection's
 /// destination, which haproxy reads with `SO_ORIGINAL_DST` (before REDIRECT); a server
 /// without a port uses that destination's port. Without `maxconn` haproxy sizes itself to
-/// the open-files limit it is given (uid 1337 cannot raise it).
-fn haproxy_config() -> String {
+/// the open-files limit it is given (uid 1337 cannot raise it). The inbound proxy reaches
+/// its app on `127.0.0.1`, or with `passthrough` (the pod's address) as Istio's inbound
+/// passthrough does: from `127.0.0.6` to the pod's address.
+fn haproxy_config(passthrough: Option<std::net::Ipv4Addr>) -> String {
+    let app = passthrough.map_or("127.0.0.1".to_string(), |ip| format!("{ip} source 127.0.0.6"));
     format!(
         "defaults
     mode tcp
@@ -129,7 +132,7 @@ frontend inbound
     bind 0.0.0.0:{INBOUND_PORT}
     default_backend local_app
 backend local_app
-    server app 127.0.0.1
+    server app {app}
 "
     )
 }
@@ -147,21 +150,28 @@ impl Sidecar {
 
     /// Installs the capture rules in `pod`'s netns and starts the proxy.
     pub fn inject(pod: &Pod) -> Result<Self> {
-        Self::start(pod, None)
+        Self::start(pod, None, None)
+    }
+
+    /// [`Sidecar::inject`] whose inbound proxy reaches the app from `127.0.0.6` on the
+    /// pod's address (Istio's inbound passthrough), exempt from capture by
+    /// `-s 127.0.0.6/32 -o lo -j RETURN`.
+    pub fn inject_passthrough(pod: &Pod) -> Result<Self> {
+        Self::start(pod, Some(pod.ip()), None)
     }
 
     /// [`Sidecar::inject`] capturing IPv6 as well (a dual-stack pod), forwarding it by `routes`.
     pub fn inject_dual_stack(pod: &Pod, routes: Ipv6Routes) -> Result<Self> {
-        Self::start(pod, Some(routes))
+        Self::start(pod, None, Some(routes))
     }
 
-    fn start(pod: &Pod, v6: Option<Ipv6Routes>) -> Result<Self> {
+    fn start(pod: &Pod, passthrough: Option<std::net::Ipv4Addr>, v6: Option<Ipv6Routes>) -> Result<Self> {
         apply_iptables(pod, ISTIO_RULES)?;
         if v6.is_some() {
             apply_ip6tables(pod, &istio_rules_v6())?;
             in_netns(pod, "ip", &["-6", "addr", "add", "::6/128", "dev", "lo"])?;
         }
-        let config = haproxy_config() + &v6.as_ref().map(haproxy_config_v6).unwrap_or_default();
+        let config = haproxy_config(passthrough) + &v6.as_ref().map(haproxy_config_v6).unwrap_or_default();
         let dir = std::env::temp_dir().join(format!("meshaccel-sidecar-{}", unique_tag()));
         fs::create_dir_all(&dir)?;
         let started = (|| {

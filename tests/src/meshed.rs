@@ -23,7 +23,7 @@ const LAST: &str = "proxy B→app";
 pub enum Inbound {
     /// On the loopback address (`127.0.0.1`, `::1`).
     Loopback,
-    /// Istio's inbound passthrough over IPv6: from `::6` to the pod's own address.
+    /// Istio's inbound passthrough: from `127.0.0.6` (`::6`) to the pod's own address.
     Passthrough,
 }
 
@@ -58,7 +58,11 @@ pub fn meshed_pair(node: &TestNode, accelerated: bool, path: MeshPath) -> (Pod, 
     let pod = |name| if accelerated { node.accelerated_pod(name) } else { node.opted_out_pod(name) }.unwrap();
     let (a, b) = (pod("app-a"), pod("app-b"));
     let sidecars = match path.family {
-        Family::V4 => [Sidecar::inject(&a).unwrap(), Sidecar::inject(&b).unwrap()],
+        Family::V4 => {
+            let inject =
+                if path.inbound == Inbound::Passthrough { Sidecar::inject_passthrough } else { Sidecar::inject };
+            [inject(&a).unwrap(), inject(&b).unwrap()]
+        }
         Family::V6 => {
             let routes = |this: &Pod, peer: &Pod| Ipv6Routes {
                 outbound: SocketAddr::new(peer.ip6().into(), APP_PORT),
@@ -70,10 +74,6 @@ pub fn meshed_pair(node: &TestNode, accelerated: bool, path: MeshPath) -> (Pod, 
             ]
         }
     };
-    assert!(
-        path.inbound == Inbound::Loopback || path.family == Family::V6,
-        "the IPv4 sidecar forwards inbound to 127.0.0.1"
-    );
     (a, b, sidecars)
 }
 
