@@ -10,6 +10,7 @@ pub mod cni;
 pub mod containerd;
 pub mod manifests;
 pub mod mesh;
+pub mod meshed;
 pub mod names;
 pub mod netns;
 pub mod node;

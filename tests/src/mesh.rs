@@ -7,6 +7,10 @@
 //!
 //! A same-node request then crosses three TCP connections (hops): app A → proxy A :15001,
 //! proxy A → proxy B :15006 (`REDIRECT`ed in B), proxy B → app B on 127.0.0.1.
+//!
+//! A dual-stack sidecar ([`Sidecar::inject_dual_stack`]) captures IPv6 too, as Istio does:
+//! the same rules through `ip6tables` (`::6` and `::1` for `127.0.0.6` and `127.0.0.1`),
+//! `::6` on `lo`, and IPv6 listeners beside the IPv4 ones.
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
@@ -63,11 +67,56 @@ pub const ISTIO_RULES: &str = "\
 COMMIT
 ";
 
+/// [`ISTIO_RULES`] as istio-iptables writes them for IPv6 (`ip6tables-restore`): the
+/// inbound passthrough source `::6` and the loopback `::1` in place of their IPv4 twins.
+pub fn istio_rules_v6() -> String {
+    ISTIO_RULES.replace("127.0.0.6/32", "::6/128").replace("127.0.0.1/32", "::1/128")
+}
+
+/// Where a sidecar sends the IPv6 connections it captured. haproxy reads the destination
+/// before REDIRECT (`SO_ORIGINAL_DST`) for IPv4 only, so its IPv6 listeners forward to
+/// fixed addresses, as Envoy's do for a known service: `outbound` is the peer app,
+/// `inbound` this pod's app, either on `::1` or (Istio's inbound passthrough) on the pod's
+/// address, connected from `::6`.
+#[derive(Clone, Copy, Debug)]
+pub struct Ipv6Routes {
+    pub outbound: SocketAddr,
+    pub inbound: SocketAddr,
+}
+
+/// haproxy's form of an IPv6 address and port (the last colon separates the port).
+fn haproxy_addr(a: SocketAddr) -> String {
+    format!("{}:{}", a.ip(), a.port())
+}
+
+/// The IPv6 half of a dual-stack sidecar's haproxy configuration (see [`Ipv6Routes`]).
+fn haproxy_config_v6(r: &Ipv6Routes) -> String {
+    let source = if r.inbound.ip().is_loopback() { "" } else { " source ::6:0" };
+    format!(
+        "frontend outbound6
+    bind :::{OUTBOUND_PORT} v6only
+    default_backend upstream6
+backend upstream6
+    server upstream {}
+frontend inbound6
+    bind :::{INBOUND_PORT} v6only
+    default_backend local_app6
+backend local_app6
+    server app {}{source}
+",
+        haproxy_addr(r.outbound),
+        haproxy_addr(r.inbound),
+    )
+}
+
 /// The sidecar's haproxy configuration. `0.0.0.0:0` connects to the client connection's
 /// destination, which haproxy reads with `SO_ORIGINAL_DST` (before REDIRECT); a server
 /// without a port uses that destination's port. Without `maxconn` haproxy sizes itself to
-/// the open-files limit it is given (uid 1337 cannot raise it).
-fn haproxy_config() -> String {
+/// the open-files limit it is given (uid 1337 cannot raise it). The inbound proxy reaches
+/// its app on `127.0.0.1`, or with `passthrough` (the pod's address) as Istio's inbound
+/// passthrough does: from `127.0.0.6` to the pod's address.
+fn haproxy_config(passthrough: Option<std::net::Ipv4Addr>) -> String {
+    let app = passthrough.map_or("127.0.0.1".to_string(), |ip| format!("{ip} source 127.0.0.6"));
     format!(
         "defaults
     mode tcp
@@ -83,7 +132,7 @@ frontend inbound
     bind 0.0.0.0:{INBOUND_PORT}
     default_backend local_app
 backend local_app
-    server app 127.0.0.1
+    server app {app}
 "
     )
 }
@@ -101,14 +150,35 @@ impl Sidecar {
 
     /// Installs the capture rules in `pod`'s netns and starts the proxy.
     pub fn inject(pod: &Pod) -> Result<Self> {
+        Self::start(pod, None, None)
+    }
+
+    /// [`Sidecar::inject`] whose inbound proxy reaches the app from `127.0.0.6` on the
+    /// pod's address (Istio's inbound passthrough), exempt from capture by
+    /// `-s 127.0.0.6/32 -o lo -j RETURN`.
+    pub fn inject_passthrough(pod: &Pod) -> Result<Self> {
+        Self::start(pod, Some(pod.ip()), None)
+    }
+
+    /// [`Sidecar::inject`] capturing IPv6 as well (a dual-stack pod), forwarding it by `routes`.
+    pub fn inject_dual_stack(pod: &Pod, routes: Ipv6Routes) -> Result<Self> {
+        Self::start(pod, None, Some(routes))
+    }
+
+    fn start(pod: &Pod, passthrough: Option<std::net::Ipv4Addr>, v6: Option<Ipv6Routes>) -> Result<Self> {
         apply_iptables(pod, ISTIO_RULES)?;
+        if v6.is_some() {
+            apply_ip6tables(pod, &istio_rules_v6())?;
+            in_netns(pod, "ip", &["-6", "addr", "add", "::6/128", "dev", "lo"])?;
+        }
+        let config = haproxy_config(passthrough) + &v6.as_ref().map(haproxy_config_v6).unwrap_or_default();
         let dir = std::env::temp_dir().join(format!("meshaccel-sidecar-{}", unique_tag()));
         fs::create_dir_all(&dir)?;
         let started = (|| {
             // Readable by the proxy's uid whatever the umask.
             fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
             let cfg = dir.join("haproxy.cfg");
-            fs::write(&cfg, haproxy_config())?;
+            fs::write(&cfg, &config)?;
             fs::set_permissions(&cfg, fs::Permissions::from_mode(0o644))?;
             let (id, cfg) = (PROXY_UID.to_string(), cfg.display().to_string());
             let setpriv = ["--reuid", &id, "--regid", &id, "--clear-groups", "--", "haproxy", "-db", "-f", &cfg];
@@ -260,8 +330,8 @@ pub fn sockhash_keys(node: &TestNode) -> Result<Vec<ConnKey>> {
     Ok(socks.keys().collect::<Result<_, _>>()?)
 }
 
-/// Whether both ends of the connection whose client end is `client` are in the sockhash.
-pub fn both_ends_paired(keys: &[ConnKey], client: SocketAddr) -> bool {
+/// The sockhash keys of the connections whose client end is `client`.
+pub fn keys_of(keys: &[ConnKey], client: SocketAddr) -> Vec<ConnKey> {
     let v6 = match client.ip() {
         std::net::IpAddr::V4(a) => a.to_ipv6_mapped(),
         std::net::IpAddr::V6(a) => a,
@@ -269,9 +339,13 @@ pub fn both_ends_paired(keys: &[ConnKey], client: SocketAddr) -> bool {
     let o = v6.octets();
     let ip: [u32; 4] =
         std::array::from_fn(|i| u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]]));
-    let ends = |role| {
-        keys.iter().filter(|k| k.client_ip == ip && k.client_port == u32::from(client.port()) && k.role == role).count()
-    };
+    keys.iter().filter(|k| k.client_ip == ip && k.client_port == u32::from(client.port())).copied().collect()
+}
+
+/// Whether both ends of the connection whose client end is `client` are in the sockhash.
+pub fn both_ends_paired(keys: &[ConnKey], client: SocketAddr) -> bool {
+    let mine = keys_of(keys, client);
+    let ends = |role| mine.iter().filter(|k| k.role == role).count();
     ends(ConnKey::CLIENT) == 1 && ends(ConnKey::SERVER) == 1
 }
 

@@ -21,14 +21,19 @@ fn quickest_benchmark_produces_a_table_of_valid_cells() {
     assert!(run.status.success(), "meshaccel-bench failed ({}): {stderr}", run.status);
 
     assert!(stdout.contains("| metric | size | pod↔pod ratio |"), "no table on stdout: {stdout}");
+    assert!(stdout.contains("| metric | size | pod↔pod IPv6 ratio |"), "no IPv6 table on stdout: {stdout}");
     assert_eq!(fs::read_to_string(out.join("results.md")).unwrap(), stdout);
     let svg = fs::read_to_string(out.join("heatmap.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{svg}");
 
     let report: Value = serde_json::from_str(&fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     let cells = report["cells"].as_array().unwrap();
-    // ping-pong and stream at 64 B, and the connection rate, each pod↔pod and loopback.
-    assert_eq!(cells.len(), 6, "{cells:#?}");
+    // ping-pong and stream at 64 B, and the connection rate, each pod↔pod and loopback,
+    // over IPv4 and over IPv6.
+    assert_eq!(cells.len(), 12, "{cells:#?}");
+    let scenarios: std::collections::BTreeSet<&str> =
+        cells.iter().map(|c| c["key"]["scenario"].as_str().unwrap()).collect();
+    assert_eq!(scenarios, ["loopback", "loopback6", "pod-to-pod", "pod-to-pod6"].into(), "{cells:#?}");
     for c in cells {
         assert_eq!(c["valid"], true, "invalid cell: {c:#}\n{stderr}");
         // Streams of 64 B writes move to plain TCP by design (the streaming rule); the

@@ -1,13 +1,16 @@
 //! Native IPv6 between accelerated pods of a dual-stack node is accelerated as IPv4 is (the
 //! IPv6 twins of pod_to_pod_traffic_is_redirected_intact, loopback_is_redirected_and_isolated
-//! _per_pod, unaccelerated_peer_is_not_redirected, filter_rules_decide_per_connection and
-//! pairing_is_never_ambiguous): redirected intact pod↔pod and over `::1`, every pod's `::1`
-//! its own, unaccelerated peers and NAT on the path left plain, IPv6 CIDRs in the filter
-//! rules, and IPv4 and IPv6 connections of one dual-stack listener never mistaken for each
-//! other.
+//! _per_pod, unaccelerated_peer_is_not_redirected, filter_rules_decide_per_connection,
+//! pairing_is_never_ambiguous and sidecar_mesh_hops_are_redirected_intact): redirected intact
+//! pod↔pod and over `::1`, every pod's `::1` its own, unaccelerated peers and NAT on the path
+//! left plain, IPv6 CIDRs in the filter rules, IPv4 and IPv6 connections of one dual-stack
+//! listener never mistaken for each other, and Istio's `ip6tables` REDIRECT paths through
+//! sidecars paired and intact, or plain.
 use std::net::Ipv6Addr;
 
 use meshaccel_tests::mesh::{self, counters, counters_since, established};
+use meshaccel_tests::meshed::{echo_through_the_mesh, short_connections_through_the_sidecars, Inbound, MeshPath};
+use meshaccel_tests::scenario::Family;
 use meshaccel_tests::scenario::{self, clean, client, echo_traffic, server, TIMEOUT};
 use meshaccel_tests::{Chain, Pod, Proc, TestNode};
 use serde_json::json;
@@ -396,4 +399,38 @@ fn blocking_ipv4_and_nonblocking_ipv6_listeners_on_one_port_are_judged_apart() {
     assert_eq!(d4.blocking_plain, 3, "IPv4: each server end judged by its blocking listener: {d4:?}");
     assert_eq!(d6.sockets_inserted, 6, "IPv6: the non-blocking listener's, all paired: {d6:?}");
     assert_eq!((d6.msgs_redirected, d6.blocking_plain), (6, 0), "IPv6: one request, one answer each: {d6:?}");
+}
+
+/// Dual-stack sidecars capturing IPv6 with Istio's `ip6tables` rules, the app on `[::]`
+/// and the inbound proxy reaching it on `::1`: both ends of all three hops (app → proxy A
+/// on `::1`, proxy A → proxy B REDIRECTed in B, proxy B → app) are paired before a byte
+/// moves, and every byte of each hop is redirected, intact.
+#[test]
+fn ipv6_sidecar_hops_through_ip6tables_redirect_are_paired_redirected_and_intact() {
+    echo_through_the_mesh(true, MeshPath::plain(Family::V6));
+}
+
+/// Istio's IPv6 inbound passthrough: proxy B connects from `::6` (on `lo`) to the pod's own
+/// address, exempt from capture by `-s ::6/128 -o lo -j RETURN`. The hop is paired all
+/// the same (its client address, on `lo` in every pod, carries the netns cookie).
+#[test]
+fn ipv6_inbound_passthrough_from_6_is_paired_too() {
+    echo_through_the_mesh(true, MeshPath { inbound: Inbound::Passthrough, ..MeshPath::plain(Family::V6) });
+}
+
+#[test]
+fn ipv6_opted_out_pods_keep_the_mesh_on_plain_tcp() {
+    echo_through_the_mesh(false, MeshPath::plain(Family::V6));
+}
+
+#[test]
+fn short_ipv6_connections_through_the_sidecars_are_intact() {
+    short_connections_through_the_sidecars(MeshPath { inbound: Inbound::Passthrough, ..MeshPath::plain(Family::V6) });
+}
+
+/// Twin of pairing_is_never_ambiguous's, with `ip6tables` REDIRECT: see
+/// [`scenario::conntrack_port_remap_after_redirect`].
+#[test]
+fn ipv6_conntrack_port_remap_after_redirect_leaves_the_connection_plain_and_working() {
+    scenario::conntrack_port_remap_after_redirect(Family::V6);
 }

@@ -26,12 +26,7 @@ fn since(node: &TestNode, before: &Counts, case: &str) -> Counts {
 
 /// An echo server for one tagged connection.
 fn tagged_server(pod: &Pod, port: u16, tag: u64) -> Proc {
-    tagged_server_on(pod, &format!("0.0.0.0:{port}"), tag)
-}
-
-fn tagged_server_on(pod: &Pod, listen: &str, tag: u64) -> Proc {
-    let tags = format!("{tag}..{tag}");
-    server(pod, listen, "echo", &["--conns", "1", "--expect-tags", &tags, "--io", "poll"]).unwrap()
+    scenario::tagged_echo(pod, &format!("0.0.0.0:{port}"), tag, 1)
 }
 
 /// A client of one tagged connection from local port `bind`, established and waiting for `go`.
@@ -225,36 +220,8 @@ fn many_short_parallel_connections_never_cross() {
     scenario::short_connections_never_cross(&node, "0.0.0.0:7000", |_, to| format!("{}:7000", to.ip()));
 }
 
-/// Istio's inbound REDIRECT sends every destination port to one proxy port. A client
-/// endpoint that talked to port 80 and then talks to port 9000 (allowed: another 4-tuple)
-/// maps onto the same tuple after REDIRECT as the first connection, whose conntrack entry
-/// lingers in TIME_WAIT; conntrack then rewrites the client port, an SNAT nobody asked for.
-/// The ends do not meet; the connection works as plain TCP.
+/// See [`scenario::conntrack_port_remap_after_redirect`].
 #[test]
 fn conntrack_port_remap_after_redirect_leaves_the_connection_plain_and_working() {
-    let node = TestNode::new().unwrap();
-    let (cli, srv) = (node.accelerated_pod("client").unwrap(), node.accelerated_pod("server").unwrap());
-    mesh::apply_iptables(&srv, "*nat\n-A PREROUTING -p tcp -j REDIRECT --to-ports 15006\nCOMMIT\n").unwrap();
-    for (i, port) in [80u16, 9000].into_iter().enumerate() {
-        let before = counters(&node).unwrap();
-        let tag = 500 + i as u64;
-        let s = tagged_server_on(&srv, "0.0.0.0:15006", tag);
-        let mut c = tagged_client(&cli, &srv, port, tag, 42000);
-        c.expect_event("ready", TIMEOUT).unwrap();
-        let seen: Vec<_> =
-            established(&srv).unwrap().into_iter().filter(|s| s.local.port() == 15006).map(|s| s.peer).collect();
-        scenario::go_and_check(vec![(s, c)]);
-        let d =
-            since(&node, &before, &format!("client port 42000 to :{port}, redirected to :15006; server sees {seen:?}"));
-        assert_eq!(count(&d, "insert_failures"), 0, "{d:?}");
-        assert_eq!(seen.len(), 1, "{seen:?}");
-        if i == 0 {
-            assert_eq!(seen[0].port(), 42000, "nothing to remap yet");
-            assert_eq!(count(&d, "sockets_inserted"), 2, "{d:?}");
-        } else {
-            assert_ne!(seen[0].port(), 42000, "conntrack kept the client port: this kernel does not make the case");
-            assert_eq!((count(&d, "bytes_redirected"), count(&d, "msgs_redirected")), (0, 0), "{d:?}");
-            assert!(count(&d, "sockets_inserted") <= 1, "no server end: {d:?}");
-        }
-    }
+    scenario::conntrack_port_remap_after_redirect(scenario::Family::V4);
 }

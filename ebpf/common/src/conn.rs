@@ -16,8 +16,8 @@
 ///
 /// Client-endpoint reuse (one local ip:port towards two destinations) gives different
 /// sequence numbers; SNAT changes the endpoint the server sees, so the two ends simply
-/// do not meet and stay on plain TCP. Loopback client addresses (`127.0.0.0/8`, `::1`)
-/// exist once per netns, so they also carry the netns cookie (a loopback connection never
+/// do not meet and stay on plain TCP. Loopback client addresses (`127.0.0.0/8`, `::1`,
+/// Istio's `::6`: see [`is_loopback`]) exist once per netns, so they also carry the netns cookie (a loopback connection never
 /// leaves its netns).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -135,12 +135,16 @@ pub const fn is_loopback4(ip_be: u32) -> bool {
     u32::from_be(ip_be) >> 24 == 127
 }
 
-/// True for `::1` and v4-mapped 127.0.0.0/8.
+/// True for v4-mapped 127.0.0.0/8 and for `::/96`: `::1` and the IPv4-compatible
+/// addresses (deprecated, RFC 4291), which exist only where a netns puts them on its `lo`,
+/// as Istio puts its IPv6 inbound passthrough source `::6` in every pod. Counting one
+/// that is not on `lo` here costs that connection its pairing (the ends' cookies differ),
+/// never a wrong peer.
 #[inline(always)]
 pub const fn is_loopback(ip: [u32; 4]) -> bool {
     match v4_mapped(ip) {
         Some(ip4) => is_loopback4(ip4),
-        None => ip[0] == 0 && ip[1] == 0 && ip[2] == 0 && ip[3] == 1u32.to_be(),
+        None => ip[0] == 0 && ip[1] == 0 && ip[2] == 0,
     }
 }
 
@@ -254,7 +258,10 @@ mod tests {
         assert!(ConnKey::at_establishment(true, Endpoint { ip: mapped(ip([127, 0, 0, 1])), port: 1 }, srv, 1, 2)
             .needs_netns_cookie());
         assert!(!k6.needs_netns_cookie() && !k4.needs_netns_cookie());
-        assert!(!is_loopback(ip6([0, 0, 0, 0, 0, 0, 0, 2])) && !is_loopback(ip6([0, 0, 0, 0, 0, 0xffff, 0x0a00, 1])));
+        // Istio's IPv6 inbound passthrough source, on every pod's lo.
+        assert!(is_loopback(ip6([0, 0, 0, 0, 0, 0, 0, 6])) && is_loopback(ip6([0, 0, 0, 0, 0, 0, 0x7f00, 6])));
+        assert!(!is_loopback(ip6([0, 0, 0, 0, 0, 0xffff, 0x0a00, 1])) && !is_loopback(ip6([0, 0, 0, 1, 0, 0, 0, 1])));
+        assert!(!is_loopback(ip6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1])));
         assert!(
             is_link_local6(ip6([0xfe80, 0, 0, 0, 1, 2, 3, 4])) && is_link_local6(ip6([0xfebf, 0, 0, 0, 0, 0, 0, 1]))
         );

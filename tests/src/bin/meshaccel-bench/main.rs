@@ -5,6 +5,8 @@
 //!                       [--out DIR] [--pin | --no-pin]         (`COMMAND --help`: its options)
 //! meshaccel-bench conn-server (--listen ADDR | --unix PATH) [--cpu N]     (inside a pod)
 //! meshaccel-bench conn-client (--connect ADDR | --unix PATH) --secs N [--cpu N]
+//! meshaccel-bench perf-server --listen ADDR [--cpu N]                     (inside a pod)
+//! meshaccel-bench perf-client --connect ADDR --test ping-pong|stream --size N --secs N [--cpu N]
 //! meshaccel-bench mesh [--seconds N] [--rounds N] [--conns N] [--json PATH]   (docs/mesh.md)
 //! meshaccel-bench cni [--pods N]       (CNI ADD/DEL latency and plugin/installer memory only)
 //! ```
@@ -12,7 +14,9 @@
 //! opted out by annotation (identical veth/bridge paths), and measures, interleaved and
 //! repeated: sockperf ping-pong latency and stream bandwidth per message size, connection
 //! rate (connect + 1 B each way + close), all with non-blocking sockets in epoll loops, each
-//! pod↔pod and over loopback inside one pod, plus an AF_UNIX reference measured the same way;
+//! pod↔pod and over loopback inside one pod, over IPv4 and over IPv6 (dual-stack pods; `::1`;
+//! ping-pong and stream by `perf-client`, sockperf having no IPv6), plus an AF_UNIX reference
+//! measured the same way;
 //! then CNI ADD/DEL latency per plugin over `--pods` pods. It prints a Markdown table and
 //! writes it, a JSON file with every sample and an SVG heatmap to `--out`. See
 //! docs/benchmark.md.
@@ -25,6 +29,7 @@ mod matrix;
 mod mesh;
 mod opts;
 mod overhead;
+mod perf;
 mod reference;
 mod report;
 mod run;
@@ -59,6 +64,10 @@ enum Cmd {
     ConnServer(connrate::ServerArgs),
     /// Connection-rate client: connections for --secs, then a `done` line.
     ConnClient(connrate::ClientArgs),
+    /// Ping-pong/stream server over TCP (inside a pod; the IPv6 rows); serves until killed.
+    PerfServer(perf::ServerArgs),
+    /// Ping-pong/stream client: one connection for --secs, then a `done` line.
+    PerfClient(perf::ClientArgs),
     /// Sidecar mesh: plain vs accelerated meshed pod pairs, HTTP and TCP echo (docs/mesh.md).
     Mesh(mesh::MeshArgs),
     /// Only the CNI ADD/DEL latency and the plugin's and installer's memory.
@@ -72,6 +81,8 @@ fn main() -> ExitCode {
         Some(Cmd::Run(a)) => run::run(&opts::Opts::new(a)),
         Some(Cmd::ConnServer(a)) => connrate::serve(&a),
         Some(Cmd::ConnClient(a)) => connrate::client(&a),
+        Some(Cmd::PerfServer(a)) => perf::serve(&a),
+        Some(Cmd::PerfClient(a)) => perf::client(&a),
         Some(Cmd::Mesh(a)) => mesh::run(&a),
         Some(Cmd::Cni(a)) => cni_latency::run(&a),
     };
@@ -106,6 +117,9 @@ mod tests {
             "conn-server --unix /tmp/c.sock",
             "conn-client --connect 10.0.0.2:7400 --secs 1 --cpu 0",
             "conn-client --unix /tmp/c.sock --secs 1",
+            "perf-server --listen [::]:11112 --cpu 1",
+            "perf-client --connect [fd00::2]:11112 --test ping-pong --size 16 --secs 1",
+            "perf-client --connect 10.0.0.2:11112 --test stream --size 65507 --secs 2 --cpu 0",
             "mesh --seconds 1 --rounds 1 --conns 4 --json /tmp/m.json",
             "cni --pods 20",
         ] {
@@ -121,6 +135,9 @@ mod tests {
             "conn-server",
             "conn-server --listen 0.0.0.0:7400 --unix /tmp/c.sock",
             "conn-client --connect 10.0.0.2:7400",
+            "perf-client --connect [::1]:11112 --test stream --size 13 --secs 1",
+            "perf-client --connect [::1]:11112 --test bulk --size 64 --secs 1",
+            "perf-server",
             "mesh --json",
             "cni --pods x",
         ] {

@@ -58,16 +58,29 @@ pub enum Scenario {
     PodToPod,
     /// 127.0.0.1 inside one pod.
     Loopback,
+    /// Two pods on one bridge, over their IPv6 addresses.
+    PodToPod6,
+    /// `::1` inside one pod.
+    Loopback6,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 2] = [Scenario::PodToPod, Scenario::Loopback];
+    pub const ALL: [Scenario; 4] = [Scenario::PodToPod, Scenario::Loopback, Scenario::PodToPod6, Scenario::Loopback6];
+    /// The columns of each table: pod↔pod and loopback, per family.
+    pub const IPV4: [Scenario; 2] = [Scenario::PodToPod, Scenario::Loopback];
+    pub const IPV6: [Scenario; 2] = [Scenario::PodToPod6, Scenario::Loopback6];
 
     pub fn label(self) -> &'static str {
         match self {
             Self::PodToPod => "pod↔pod",
             Self::Loopback => "loopback",
+            Self::PodToPod6 => "pod↔pod IPv6",
+            Self::Loopback6 => "loopback ::1",
         }
+    }
+
+    pub fn ipv6(self) -> bool {
+        matches!(self, Self::PodToPod6 | Self::Loopback6)
     }
 }
 

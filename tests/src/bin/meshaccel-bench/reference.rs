@@ -4,6 +4,7 @@
 //! 65507 bytes per recv (the client, waiting for its answer, up to `size`); latency one way,
 //! half the mean round trip; bandwidth the bytes the client sent ÷ its send time. Client and
 //! server are two threads of this process over a socketpair, on the CPUs sockperf gets.
+//! The same loop runs over TCP for the rows sockperf cannot measure (perf.rs).
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
@@ -40,11 +41,17 @@ pub fn socketpair(test: Test, size: usize, secs: u32, pin_cpus: bool) -> Result<
     if pin_cpus {
         unpin()?;
     }
+    Ok(value(test, size, messages, elapsed))
+}
+
+/// Latency in µs (one way) or bandwidth in MB/s of `messages` (round trips for ping-pong)
+/// sent in `elapsed`.
+pub fn value(test: Test, size: usize, messages: u64, elapsed: Duration) -> f64 {
     let secs = elapsed.as_secs_f64();
-    Ok(match test {
+    match test {
         Test::PingPong => secs * 1e6 / (2 * messages.max(1)) as f64,
         Test::Stream => (messages * size as u64) as f64 / secs / 1e6,
-    })
+    }
 }
 
 fn unpin() -> Result<()> {
@@ -53,21 +60,21 @@ fn unpin() -> Result<()> {
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &all).context("unpin")
 }
 
-/// One socket in its own epoll set, waiting for input.
-struct Socket {
-    s: UnixStream,
+/// One non-blocking stream socket in its own epoll set, waiting for input.
+pub struct Socket<S> {
+    s: S,
     epoll: Epoll,
 }
 
-impl Socket {
-    fn new(s: UnixStream) -> io::Result<Self> {
+impl<S: Read + Write + AsFd> Socket<S> {
+    pub fn new(s: S) -> io::Result<Self> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         epoll.add(s.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 0))?;
         Ok(Self { s, epoll })
     }
 
     /// Waits in epoll_wait until readable, then one recv of up to `buf.len()` bytes; 0 is EOF.
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let since = Instant::now();
         loop {
             match self.epoll.wait(&mut [EpollEvent::empty()], 10u8) {
@@ -85,7 +92,7 @@ impl Socket {
 
     /// Sends all of `buf`; sockperf retries a send that returns EAGAIN at once (it never
     /// waits for EPOLLOUT), so this does too.
-    fn send(&mut self, mut buf: &[u8]) -> io::Result<()> {
+    pub fn send(&mut self, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {
             match self.s.write(buf) {
                 Ok(n) => buf = &buf[n..],
@@ -100,7 +107,17 @@ impl Socket {
 /// The client: ping-pongs or writes `size`-byte messages for `dur`, then closes; the
 /// messages (round trips for ping-pong) and the time they took.
 fn drive(s: UnixStream, test: Test, size: usize, dur: Duration) -> io::Result<(u64, Duration)> {
-    let (mut s, mut msg, mut reply) = (Socket::new(s)?, vec![0u8; size], vec![0u8; size]);
+    drive_socket(Socket::new(s)?, test, size, dur)
+}
+
+/// [`drive`] on any socket.
+pub fn drive_socket<S: Read + Write + AsFd>(
+    mut s: Socket<S>,
+    test: Test,
+    size: usize,
+    dur: Duration,
+) -> io::Result<(u64, Duration)> {
+    let (mut msg, mut reply) = (vec![0u8; size], vec![0u8; size]);
     let (start, mut n) = (Instant::now(), 0u64);
     while start.elapsed() < dur {
         s.send(&msg)?;
@@ -122,7 +139,12 @@ fn drive(s: UnixStream, test: Test, size: usize, dur: Duration) -> io::Result<(u
 /// The server: echoes each whole `size`-byte message (ping-pong) or drops what it reads
 /// (stream), until EOF.
 fn serve(s: UnixStream, test: Test, size: usize) -> io::Result<()> {
-    let (mut s, mut buf, mut pending) = (Socket::new(s)?, vec![0u8; MAX_SIZE], 0usize);
+    serve_socket(Socket::new(s)?, test, size)
+}
+
+/// [`serve`] on any socket.
+pub fn serve_socket<S: Read + Write + AsFd>(mut s: Socket<S>, test: Test, size: usize) -> io::Result<()> {
+    let (mut buf, mut pending) = (vec![0u8; MAX_SIZE], 0usize);
     loop {
         let n = s.recv(&mut buf)?;
         if n == 0 {

@@ -144,6 +144,36 @@ impl Report {
         )
     }
 
+    /// The matrix over `scenarios` (pod↔pod and loopback of one family), a row per metric and size.
+    fn table(&self, out: &mut String, scenarios: [Scenario; 2], notes: &mut Vec<String>) {
+        let [a, b] = scenarios.map(Scenario::label);
+        let _ = writeln!(out, "| metric | size | {a} ratio | plain | accel | {b} ratio | plain | accel | AF_UNIX |");
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let mut rows: Vec<(Metric, usize)> = vec![];
+        for metric in [Metric::PingPong, Metric::Stream, Metric::ConnRate] {
+            let sizes = if metric == Metric::ConnRate { vec![1] } else { self.settings.sizes.clone() };
+            rows.extend(sizes.into_iter().map(|size| (metric, size)));
+        }
+        for (metric, size) in rows {
+            let mut line = format!(
+                "| {} ({}) | {} ",
+                metric.label(),
+                metric.unit(),
+                if metric == Metric::ConnRate { "—".into() } else { size_label(size) }
+            );
+            let mut reference = None;
+            for scenario in scenarios {
+                let Some(c) = self.cell(metric, size, scenario) else {
+                    line.push_str("| | | ");
+                    continue;
+                };
+                reference = reference.or(c.reference);
+                let _ = write!(line, "| {} | {} | {} ", ratio_text(c, notes), value(c.plain), value(c.accelerated));
+            }
+            let _ = writeln!(out, "{line}| {} |", value(reference));
+        }
+    }
+
     pub fn markdown(&self) -> String {
         let (m, s) = (&self.machine, &self.settings);
         let mut out = String::new();
@@ -172,35 +202,17 @@ impl Report {
              moved to plain TCP by meshaccel's streaming rule, `streaming_fallbacks`; plain samples: none redirected).\n",
             s.sockperf, s.reps, s.secs
         );
-        let _ = writeln!(
-            out,
-            "| metric | size | pod↔pod ratio | plain | accel | loopback ratio | plain | accel | AF_UNIX |"
-        );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-        let mut rows: Vec<(Metric, usize)> = vec![];
-        for metric in [Metric::PingPong, Metric::Stream, Metric::ConnRate] {
-            let sizes = if metric == Metric::ConnRate { vec![1] } else { s.sizes.clone() };
-            rows.extend(sizes.into_iter().map(|size| (metric, size)));
-        }
         let mut notes = vec![];
-        for (metric, size) in rows {
-            let mut line = format!(
-                "| {} ({}) | {} ",
-                metric.label(),
-                metric.unit(),
-                if metric == Metric::ConnRate { "—".into() } else { size_label(size) }
+        self.table(&mut out, Scenario::IPV4, &mut notes);
+        if self.cells.iter().any(|c| c.key.scenario.ipv6()) {
+            let _ = writeln!(
+                out,
+                "\nIPv6, between the same dual-stack pods and over `::1`. sockperf 3.7 has no IPv6, so ping-pong and \
+                 stream here are `meshaccel-bench perf-client` / `perf-server`: the AF_UNIX column's loop over TCP \
+                 (non-blocking, epoll, Nagle off for ping-pong as sockperf, the same sizes and seconds), compare ratios rather than absolute \
+                 values with the IPv4 rows; the connection rate is the same client as above.\n"
             );
-            let mut reference = None;
-            for scenario in Scenario::ALL {
-                let Some(c) = self.cell(metric, size, scenario) else {
-                    line.push_str("| | | ");
-                    continue;
-                };
-                reference = reference.or(c.reference);
-                let _ =
-                    write!(line, "| {} | {} | {} ", ratio_text(c, &mut notes), value(c.plain), value(c.accelerated));
-            }
-            let _ = writeln!(out, "{line}| {} |", value(reference));
+            self.table(&mut out, Scenario::IPV6, &mut notes);
         }
         if !notes.is_empty() {
             let _ = writeln!(out);

@@ -1,6 +1,7 @@
 //! `run`: the node, the pods, the interleaved repetitions, the report.
 use std::collections::BTreeMap;
 use std::fs;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -12,13 +13,14 @@ use crate::matrix::{Key, Matrix, Metric, Mode, Sample, Scenario};
 use crate::opts::{size_label, Opts};
 use crate::report::Report;
 use crate::sockperf::{self, Test};
-use crate::{cni_latency, machine::Machine, overhead, reference};
+use crate::{cni_latency, machine::Machine, overhead, perf, reference};
 
-/// The connection-rate server's port in the server pods.
+/// The connection-rate server's port in the server pods (IPv4, and `[::]` for IPv6).
 const CONN_PORT: u16 = 5301;
+const CONN_PORT6: u16 = 5302;
 
-/// Two accelerated pods and two opted out by annotation, all four on one bridge: plain and
-/// accelerated traffic take identical veth/bridge paths.
+/// Two accelerated pods and two opted out by annotation, all four on one bridge and
+/// dual-stack: plain and accelerated traffic take identical veth/bridge paths.
 struct Pods {
     accelerated: (Pod, Pod),
     plain: (Pod, Pod),
@@ -37,14 +39,16 @@ impl Pods {
     }
 
     /// Where the client runs and which address it connects to.
-    fn client(&self, scenario: Scenario, mode: Mode) -> (&Pod, String) {
+    fn client(&self, scenario: Scenario, mode: Mode) -> (&Pod, IpAddr) {
         let (server, client) = match mode {
             Mode::Accelerated => &self.accelerated,
             Mode::Plain => &self.plain,
         };
         match scenario {
-            Scenario::PodToPod => (client, server.ip().to_string()),
-            Scenario::Loopback => (server, "127.0.0.1".into()),
+            Scenario::PodToPod => (client, server.ip().into()),
+            Scenario::Loopback => (server, Ipv4Addr::LOCALHOST.into()),
+            Scenario::PodToPod6 => (client, server.ip6().into()),
+            Scenario::Loopback6 => (server, Ipv6Addr::LOCALHOST.into()),
         }
     }
 }
@@ -95,21 +99,27 @@ fn conn_client_args<'a>(o: &'a Opts, secs: &'a str, target: [&'a str; 2]) -> Vec
 /// One sample of one cell in one mode: the value and the bytes the test carried.
 fn measure(pods: &Pods, key: Key, mode: Mode, dir: &Path, o: &Opts) -> Result<(f64, u64)> {
     let (client, host) = pods.client(key.scenario, mode);
-    measure_from(client, &host, key.metric, key.size, dir, o)
+    measure_from(client, host, key.metric, key.size, dir, o)
 }
 
-/// One sample from `client` towards the servers at `host`; `dir` holds sockperf's feed files.
-fn measure_from(client: &Pod, host: &str, metric: Metric, size: usize, dir: &Path, o: &Opts) -> Result<(f64, u64)> {
+/// One sample from `client` towards the servers at `host`; `dir` holds sockperf's feed
+/// files. sockperf (3.7) has no IPv6: there ping-pong and stream are `perf-client`'s.
+fn measure_from(client: &Pod, host: IpAddr, metric: Metric, size: usize, dir: &Path, o: &Opts) -> Result<(f64, u64)> {
     let test = match metric {
         Metric::PingPong => Test::PingPong,
         Metric::Stream => Test::Stream,
         Metric::ConnRate => {
-            let (secs, target) = (o.secs.to_string(), format!("{host}:{CONN_PORT}"));
+            let port = if host.is_ipv6() { CONN_PORT6 } else { CONN_PORT };
+            let (secs, target) = (o.secs.to_string(), SocketAddr::new(host, port).to_string());
             let args = conn_client_args(o, &secs, ["--connect", &target]);
             return conn_rate(client.command(&bench_exe()?, &args)?, o);
         }
     };
-    let m = sockperf::run(client, host, dir, test, size, o.secs, o.pin)?;
+    let m = if host.is_ipv6() {
+        perf::run(client, &bench_exe()?, host, test, size, o.secs, o.pin)?
+    } else {
+        sockperf::run(client, &host.to_string(), dir, test, size, o.secs, o.pin)?
+    };
     Ok((m.value, m.data_bytes))
 }
 
@@ -127,14 +137,14 @@ fn overhead_rep(
     o: &Opts,
     rows: &mut [overhead::Samples],
 ) -> Result<()> {
-    let host = pods.plain.0.ip().to_string();
+    let host = pods.plain.0.ip().into();
     for (i, (&(metric, size), samples)) in OVERHEAD_PLAN.iter().zip(rows.iter_mut()).enumerate() {
         let mut values = [None, None];
         let order = if (rep + i).is_multiple_of(2) { [0, 1] } else { [1, 0] };
         for which in order {
             let client = if which == 0 { &pods.plain.1 } else { &pods.accelerated.1 };
             let before = counters(node)?;
-            let outcome = measure_from(client, &host, metric, size, dir, o);
+            let outcome = measure_from(client, host, metric, size, dir, o);
             let redirected = since(counters(node)?, &before).get("bytes_redirected").copied().unwrap_or(0);
             values[which] = match outcome {
                 Ok(_) if redirected > 0 => {
@@ -180,11 +190,11 @@ pub fn run(o: &Opts) -> Result<()> {
     let mut machine = Machine::now();
     let started = Instant::now();
     let plan = plan(o);
-    let runs = o.reps * plan.len() * 5;
-    // Matrix and overhead runs of sockperf, each with its start-up sleep.
+    let runs = o.reps * plan.len() * 9;
+    // Matrix (IPv4) and overhead runs of sockperf, each with its start-up sleep.
     let sockperf_runs = o.reps * (plan.iter().filter(|c| c.0 != Metric::ConnRate).count() * 4 + 4);
     eprintln!(
-        "[bench] {} cells × 2 scenarios × (plain, accelerated) + AF_UNIX, {} reps, {} s each: ~{} s of traffic \
+        "[bench] {} cells × 4 scenarios × (plain, accelerated) + AF_UNIX, {} reps, {} s each: ~{} s of traffic \
          and {} s of sockperf's start-up sleeps, then {} pods for CNI ADD/DEL",
         plan.len(),
         o.reps,
@@ -193,19 +203,23 @@ pub fn run(o: &Opts) -> Result<()> {
         sockperf_runs as f64 * sockperf::STARTUP_SLEEP.as_secs_f64(),
         o.pods
     );
-    let node = TestNode::new()?;
+    let node = TestNode::dual_stack()?;
     let pods = Pods::start(&node)?;
     // The AF_UNIX socket and sockperf's feed files.
     let dir = tempdir()?;
     let mut servers = vec![];
     for pod in pods.servers() {
         servers.push(sockperf::server(pod, &dir.0, o.pin)?);
-        let (listen, mut args) = (format!("0.0.0.0:{CONN_PORT}"), vec!["conn-server", "--listen"]);
-        args.push(&listen);
-        args.extend(cpu_args(o, "1"));
-        let mut p = Proc::spawn(&format!("{}: conn-server", pod.name()), pod.command(&bench_exe()?, &args)?)?;
-        p.expect_event("listening", Duration::from_secs(30))?;
-        servers.push(p);
+        servers.push(perf::server(pod, &bench_exe()?, o.pin)?);
+        for listen in [SocketAddr::from((Ipv4Addr::UNSPECIFIED, CONN_PORT)), (Ipv6Addr::UNSPECIFIED, CONN_PORT6).into()]
+        {
+            let listen = listen.to_string();
+            let mut args = vec!["conn-server", "--listen", &listen];
+            args.extend(cpu_args(o, "1"));
+            let mut p = Proc::spawn(&format!("{}: conn-server", pod.name()), pod.command(&bench_exe()?, &args)?)?;
+            p.expect_event("listening", Duration::from_secs(30))?;
+            servers.push(p);
+        }
     }
     let unix_path = dir.0.join("conn.sock");
     let mut cmd = Command::new(bench_exe()?);
@@ -241,9 +255,10 @@ pub fn run(o: &Opts) -> Result<()> {
     }
     let overhead: Vec<_> = OVERHEAD_PLAN.iter().zip(&overhead_samples).map(|(&(m, s), x)| x.row(m, s)).collect();
     drop((servers, unix_server));
-    let cni = cni_latency::measure(&node, o.pods)?;
     drop(pods);
     drop(node);
+    // On an IPv4 node, as in every earlier run: host-local's second range would add to ADD.
+    let cni = cni_latency::measure(&TestNode::new()?, o.pods)?;
     machine.finish();
     let report = Report::new(o, machine, &m, cni, overhead, started.elapsed());
     report.write(&o.out)?;

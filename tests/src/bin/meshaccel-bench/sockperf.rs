@@ -28,7 +28,7 @@ pub const MAX_SIZE: usize = 65507;
 /// Each client run connects, then sleeps this long before it sends (hard-coded in 3.7).
 pub const STARTUP_SLEEP: Duration = Duration::from_secs(2);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Test {
     PingPong,
     Stream,
