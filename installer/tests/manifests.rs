@@ -149,6 +149,30 @@ fn every_node_answers_rdma_reachability_probes() {
     assert!(r["resources"]["limits"]["memory"].is_string(), "bounded memory");
 }
 
+/// The probe's `dns:` peer names the headless Service, which selects the DaemonSet's pods and
+/// carries the port the responders listen on: nodes find each other without a list.
+#[test]
+fn smc_peers_are_found_through_the_responder_service() {
+    let svc = one("Service");
+    assert_eq!(svc["spec"]["clusterIP"], "None", "headless: one record per node, not a virtual IP");
+    let labels = &daemonset()["spec"]["template"]["metadata"]["labels"];
+    let selector = svc["spec"]["selector"].as_object().unwrap();
+    assert!(!selector.is_empty() && selector.iter().all(|(k, v)| &labels[k] == v), "selects the installer pods");
+    let cmd = container_named("rdma-responder")["command"].clone();
+    let cmd: Vec<&str> = cmd.as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let listen: std::net::SocketAddr = cmd[cmd.iter().position(|a| *a == "--listen").unwrap() + 1].parse().unwrap();
+    assert_eq!(svc["spec"]["ports"][0]["port"], listen.port());
+    let want = format!(
+        "dns:{}.{}.svc.cluster.local:{}",
+        svc["metadata"]["name"].as_str().unwrap(),
+        svc["metadata"]["namespace"].as_str().unwrap(),
+        listen.port()
+    );
+    let probe = &effective_config()["entry"]["smc"]["probe"];
+    assert_eq!(probe["peers"], json!([want]));
+    assert!(!probe["nameservers"].as_array().unwrap().is_empty(), "the node's resolver rarely knows cluster.local");
+}
+
 #[test]
 fn probes_hit_the_port_the_installer_listens_on() {
     let cfg = effective_config();

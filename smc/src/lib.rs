@@ -11,8 +11,9 @@
 //!   ([`fmodret`]) with the pod's netns cookie in its map.
 //! * `net.smc.*` sysctls in the pod netns ([`sysctl`]), old values saved for DEL.
 //! * Nothing is enabled until RDMA has been verified both ways to the configured peers
-//!   ([`reach`], [`probe`]; the peers run [`responder`]).
+//!   ([`reach`], [`probe`]; the peers run [`responder`]; `dns:` peers are resolved by [`dns`]).
 pub mod convert;
+pub mod dns;
 pub mod feature;
 pub mod fmodret;
 pub mod genl;

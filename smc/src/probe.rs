@@ -26,8 +26,16 @@ pub struct PeerResult {
     pub detail: String,
 }
 
-/// Probes every peer in parallel from the calling thread's netns (threads inherit it).
+/// Threads probing at once: `dns:` peers may resolve to every node of a large cluster.
+const PARALLEL: usize = 64;
+
+/// Probes every peer, [`PARALLEL`] at a time, from the calling thread's netns (threads
+/// inherit it).
 pub fn probe_all(peers: &[SocketAddr], timeout: Duration) -> Vec<PeerResult> {
+    peers.chunks(PARALLEL).flat_map(|batch| probe_batch(batch, timeout)).collect()
+}
+
+fn probe_batch(peers: &[SocketAddr], timeout: Duration) -> Vec<PeerResult> {
     std::thread::scope(|s| {
         let handles: Vec<_> = peers.iter().map(|&p| s.spawn(move || probe_peer(p, timeout))).collect();
         handles
@@ -96,45 +104,6 @@ fn exchange(peer: SocketAddr, deadline: Instant) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn conf(v: serde_json::Value) -> Result<ProbeConf, String> {
-        let c: ProbeConf = serde_json::from_value(v).map_err(|e| e.to_string())?;
-        c.validate().map(|()| c)
-    }
-
-    #[test]
-    fn defaults_probe_nothing_and_trust_nothing() {
-        let c = conf(serde_json::json!({})).unwrap();
-        assert!(c.peers.is_empty() && !c.trust);
-        assert_eq!(c.timeout_ms, DEFAULT_TIMEOUT_MS);
-    }
-
-    #[test]
-    fn peer_key_ignores_order() {
-        let a = conf(serde_json::json!({"peers": ["10.0.0.2:7471", "[fd00::1]:7471"]})).unwrap();
-        let b = conf(serde_json::json!({"peers": ["[fd00::1]:7471", "10.0.0.2:7471"]})).unwrap();
-        assert_eq!(a.peer_key(), b.peer_key());
-    }
-
-    #[test]
-    fn rejects_bad_peers_timeouts_and_typos() {
-        for bad in [
-            serde_json::json!({"peers": ["10.0.0.2"]}),
-            serde_json::json!({"peers": ["node-b:7471"]}),
-            serde_json::json!({"peers": ["10.0.0.2:0"]}),
-            serde_json::json!({"peers": ["0.0.0.0:7471"]}),
-            serde_json::json!({"peers": ["127.0.0.1:7471"]}),
-            serde_json::json!({"peers": ["224.0.0.1:7471"]}),
-            serde_json::json!({"peers": ["10.0.0.2:7471", "10.0.0.2:7471"]}),
-            serde_json::json!({"timeoutMs": 0}),
-            serde_json::json!({"timeoutMs": 600000}),
-            serde_json::json!({"timeoutMs": "2000"}),
-            serde_json::json!({"trust": true, "peers": ["10.0.0.2:7471"]}),
-            serde_json::json!({"peer": ["10.0.0.2:7471"]}),
-        ] {
-            assert!(conf(bad.clone()).is_err(), "{bad} accepted");
-        }
-    }
 
     #[test]
     fn replies_answer_only_requests() {

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use slog::{debug, info, warn, Logger};
 
+use super::dns;
 use super::probe::{self, PeerResult, ProbeConf};
 use super::rdma::Port;
 
@@ -28,9 +29,12 @@ pub struct Verdict {
     pub checked_at: u64,
     pub device: String,
     pub port: u8,
-    /// The probed peers (sorted), part of the cache key.
+    /// The configured peers (sorted), part of the cache key.
     #[serde(default)]
     pub peers: Vec<String>,
+    /// The addresses probed: the static peers and what the `dns:` peers resolved to.
+    #[serde(default)]
+    pub resolved: Vec<String>,
     #[serde(default)]
     pub results: Vec<PeerResult>,
     pub detail: String,
@@ -85,7 +89,8 @@ fn local_check(port: &Port) -> Result<(), String> {
     }
 }
 
-/// Checks now: the local port, then the two-way probe to every peer from `netns`.
+/// Checks now: the local port, the peers' addresses (`dns:` peers resolved from the
+/// caller's netns, the node's), then the two-way probe to each from `netns`.
 pub fn check(port: &Port, conf: &ProbeConf, netns: &Path) -> Verdict {
     let mut v = Verdict {
         verified: false,
@@ -93,6 +98,7 @@ pub fn check(port: &Port, conf: &ProbeConf, netns: &Path) -> Verdict {
         device: port.device.clone(),
         port: port.port,
         peers: conf.peer_key(),
+        resolved: Vec::new(),
         results: Vec::new(),
         detail: String::new(),
     };
@@ -100,7 +106,16 @@ pub fn check(port: &Port, conf: &ProbeConf, netns: &Path) -> Verdict {
         v.detail = why;
         return v;
     }
-    let (peers, timeout) = (conf.peers.clone(), conf.timeout());
+    let deadline = std::time::Instant::now() + conf.timeout();
+    let peers = match dns::resolve(&conf.peers, &conf.nameservers, &dns::own_addresses(), deadline) {
+        Ok(peers) => peers,
+        Err(why) => {
+            v.detail = format!("cannot resolve the peers: {why}");
+            return v;
+        }
+    };
+    v.resolved = peers.iter().map(|p| p.to_string()).collect();
+    let timeout = conf.timeout();
     match super::netns::run_in(netns, move || Ok(probe::probe_all(&peers, timeout))) {
         Ok(results) => {
             let failed: Vec<String> =

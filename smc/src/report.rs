@@ -56,7 +56,9 @@ impl ProbeArgs {
 
 fn probe_now(p: &ProbeNow, state_dir: &Path) -> Value {
     let peers = if p.peers.is_empty() {
-        let cached = reach::load(state_dir).map(|v| v.peers).unwrap_or_default();
+        let cached = reach::load(state_dir)
+            .map(|v| if v.resolved.is_empty() { v.peers } else { v.resolved })
+            .unwrap_or_default();
         cached.iter().filter_map(|s| s.parse().ok()).collect()
     } else {
         p.peers.clone()

@@ -119,16 +119,97 @@ pub enum Mode {
 pub const DEFAULT_TIMEOUT_MS: u64 = 2000;
 const TIMEOUT_RANGE_MS: std::ops::RangeInclusive<u64> = 100..=30_000;
 const MAX_PEERS: usize = 64;
+/// As many as resolv.conf may name (glibc's MAXNS is 3), with room for a local cache.
+const MAX_NAMESERVERS: usize = 4;
+const DNS_PORT: u16 = 53;
+const DNS_PREFIX: &str = "dns:";
+
+/// One `smc.probe.peers` entry.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Peer {
+    /// `IP:PORT` of one responder.
+    Addr(SocketAddr),
+    /// `dns:NAME:PORT`: every address NAME has when the probe runs (a headless Service over
+    /// the DaemonSet's host-network pods follows the cluster's nodes), at PORT.
+    Dns { name: String, port: u16 },
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Addr(a) => write!(f, "{a}"),
+            Peer::Dns { name, port } => write!(f, "{DNS_PREFIX}{name}:{port}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Peer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let Some(rest) = s.strip_prefix(DNS_PREFIX) else {
+            return s.parse().map(Peer::Addr).map_err(|_| {
+                format!("probe.peers: {s:?} is neither IP:PORT nor dns:NAME:PORT (names need the dns: prefix)")
+            });
+        };
+        let (name, port) = rest.rsplit_once(':').ok_or_else(|| format!("probe.peers: {s:?} has no :PORT"))?;
+        let port: u16 = port.parse().map_err(|_| format!("probe.peers: {s:?}: bad port"))?;
+        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+        check_dns_name(&name).map_err(|why| format!("probe.peers: {s:?}: {why}"))?;
+        Ok(Peer::Dns { name, port })
+    }
+}
+
+impl<'de> Deserialize<'de> for Peer {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// RFC 1123 host names: labels of 1–63 letters, digits and inner hyphens, ≤ 253 in all.
+/// Resolved as given (no search domains), so a name is meant in full.
+fn check_dns_name(name: &str) -> Result<(), &'static str> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err("not a DNS name (labels of a-z 0-9 -, at most 253 characters)");
+    }
+    Ok(())
+}
+
+/// A `smc.probe.nameservers` entry: `IP` (port 53) or `IP:PORT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Nameserver(pub SocketAddr);
+
+impl<'de> Deserialize<'de> for Nameserver {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse::<SocketAddr>()
+            .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, DNS_PORT)))
+            .map(Nameserver)
+            .map_err(|_| serde::de::Error::custom(format!("probe.nameservers: {s:?} is not IP or IP:PORT")))
+    }
+}
 
 /// The `smc.probe` object of the network conf.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ProbeConf {
-    /// `IP:PORT` of rdma-responders on other nodes. Empty: RDMA reachability cannot be
-    /// verified, so SMC stays off (unless `trust`).
+    /// rdma-responders on other nodes, by address or DNS name. Empty: RDMA reachability
+    /// cannot be verified, so SMC stays off (unless `trust`).
     #[serde(default)]
-    pub peers: Vec<SocketAddr>,
-    /// Hard deadline of one probe (all peers are probed in parallel).
+    pub peers: Vec<Peer>,
+    /// Where `dns:` peers are looked up. Empty: the node's /etc/resolv.conf. The plugin runs
+    /// in the node's network namespace, whose resolver rarely knows cluster names: name the
+    /// cluster DNS Service's IP here.
+    #[serde(default)]
+    pub nameservers: Vec<Nameserver>,
+    /// Hard deadline of one probe (all peers are probed in parallel), and of the DNS lookups
+    /// before it.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
     /// Enable SMC without verifying RDMA reachability. Dangerous: on a path where RoCE works
@@ -143,7 +224,7 @@ fn default_timeout_ms() -> u64 {
 
 impl Default for ProbeConf {
     fn default() -> Self {
-        Self { peers: Vec::new(), timeout_ms: DEFAULT_TIMEOUT_MS, trust: false }
+        Self { peers: Vec::new(), nameservers: Vec::new(), timeout_ms: DEFAULT_TIMEOUT_MS, trust: false }
     }
 }
 
@@ -165,12 +246,29 @@ impl ProbeConf {
         }
         let mut seen = BTreeSet::new();
         for p in &self.peers {
-            let ip = p.ip();
-            if p.port() == 0 || ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
-                return Err(format!("probe.peers: {p} is not a unicast IP:PORT of another node"));
+            let bad = match p {
+                Peer::Addr(a) => {
+                    let ip = a.ip();
+                    a.port() == 0 || ip.is_unspecified() || ip.is_multicast() || ip.is_loopback()
+                }
+                Peer::Dns { port, .. } => *port == 0,
+            };
+            if bad {
+                return Err(format!("probe.peers: {p} is not a unicast IP:PORT (or dns:NAME:PORT) of another node"));
             }
             if !seen.insert(p) {
                 return Err(format!("probe.peers: {p} is listed twice"));
+            }
+        }
+        if !self.nameservers.is_empty() && !self.peers.iter().any(|p| matches!(p, Peer::Dns { .. })) {
+            return Err("probe.nameservers are only used for dns: peers, and none is listed".into());
+        }
+        if self.nameservers.len() > MAX_NAMESERVERS {
+            return Err(format!("probe.nameservers: at most {MAX_NAMESERVERS}"));
+        }
+        for Nameserver(ns) in &self.nameservers {
+            if ns.port() == 0 || ns.ip().is_unspecified() || ns.ip().is_multicast() {
+                return Err(format!("probe.nameservers: {ns} is not a unicast IP:PORT"));
             }
         }
         Ok(())
@@ -241,4 +339,82 @@ pub fn sysctl_short_name(key: &str) -> Result<&str, String> {
         return Err(format!("sysctl {key:?}: the name after {PREFIX} may only hold a-z, 0-9 and _"));
     }
     Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(v: Value) -> Result<ProbeConf, String> {
+        let c: ProbeConf = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        c.validate().map(|()| c)
+    }
+
+    #[test]
+    fn defaults_probe_nothing_and_trust_nothing() {
+        let c = probe(serde_json::json!({})).unwrap();
+        assert!(c.peers.is_empty() && !c.trust);
+        assert_eq!(c.timeout_ms, DEFAULT_TIMEOUT_MS);
+    }
+
+    #[test]
+    fn peer_key_ignores_order() {
+        let a = probe(serde_json::json!({"peers": ["10.0.0.2:7471", "[fd00::1]:7471"]})).unwrap();
+        let b = probe(serde_json::json!({"peers": ["[fd00::1]:7471", "10.0.0.2:7471"]})).unwrap();
+        assert_eq!(a.peer_key(), b.peer_key());
+    }
+
+    #[test]
+    fn rejects_bad_peers_nameservers_timeouts_and_typos() {
+        for bad in [
+            serde_json::json!({"peers": ["10.0.0.2"]}),
+            serde_json::json!({"peers": ["node-b:7471"]}),
+            serde_json::json!({"peers": ["dns:node-b"]}),
+            serde_json::json!({"peers": ["10.0.0.2:0"]}),
+            serde_json::json!({"peers": ["0.0.0.0:7471"]}),
+            serde_json::json!({"peers": ["127.0.0.1:7471"]}),
+            serde_json::json!({"peers": ["224.0.0.1:7471"]}),
+            serde_json::json!({"peers": ["10.0.0.2:7471", "10.0.0.2:7471"]}),
+            serde_json::json!({"timeoutMs": 0}),
+            serde_json::json!({"timeoutMs": 600000}),
+            serde_json::json!({"timeoutMs": "2000"}),
+            serde_json::json!({"trust": true, "peers": ["10.0.0.2:7471"]}),
+            serde_json::json!({"peer": ["10.0.0.2:7471"]}),
+            serde_json::json!({"peers": ["dns:responder"]}),
+            serde_json::json!({"peers": ["dns:responder:0"]}),
+            serde_json::json!({"peers": ["dns:responder:99999"]}),
+            serde_json::json!({"peers": ["dns::7471"]}),
+            serde_json::json!({"peers": ["dns:-bad.example:7471"]}),
+            serde_json::json!({"peers": ["dns:a..b:7471"]}),
+            serde_json::json!({"peers": ["dns:under_score.example:7471"]}),
+            serde_json::json!({"peers": [format!("dns:{}.example:7471", "a".repeat(64))]}),
+            serde_json::json!({"peers": ["dns:r.example:7471", "dns:R.example.:7471"]}),
+            serde_json::json!({"peers": ["responder.example:7471"]}),
+            serde_json::json!({"peers": ["10.0.0.2:7471"], "nameservers": ["10.96.0.10"]}),
+            serde_json::json!({"peers": ["dns:r.example:7471"], "nameservers": ["resolver"]}),
+            serde_json::json!({"peers": ["dns:r.example:7471"], "nameservers": ["0.0.0.0"]}),
+            serde_json::json!({"peers": ["dns:r.example:7471"], "nameservers": ["1.1.1.1", "1.1.1.2", "1.1.1.3", "1.1.1.4", "1.1.1.5"]}),
+            serde_json::json!({"trust": true, "peers": ["dns:r.example:7471"]}),
+        ] {
+            assert!(probe(bad.clone()).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn dns_peers_are_names_with_a_port_kept_in_canonical_form() {
+        let c = probe(serde_json::json!({
+            "peers": ["dns:Meshaccel-Responder.meshaccel.svc.cluster.local.:7471", "10.0.0.2:7471"],
+            "nameservers": ["10.96.0.10", "[fd00::a]:5353"]
+        }))
+        .unwrap();
+        assert_eq!(
+            c.peers[0],
+            Peer::Dns { name: "meshaccel-responder.meshaccel.svc.cluster.local".into(), port: 7471 }
+        );
+        assert_eq!(c.peer_key(), ["10.0.0.2:7471", "dns:meshaccel-responder.meshaccel.svc.cluster.local:7471"]);
+        assert_eq!(c.nameservers[0].0, "10.96.0.10:53".parse().unwrap());
+        assert_eq!(c.nameservers[1].0, "[fd00::a]:5353".parse().unwrap());
+        // Display round-trips through FromStr.
+        assert_eq!(c.peers[0].to_string().parse::<Peer>().unwrap(), c.peers[0]);
+    }
 }

@@ -78,5 +78,54 @@ check "  … server fell back to TCP" test "$(echo "$sv" | json 'd["diag"]["mode
 check "  … reason PEERNOSMC in podA's smc-stats" grep -q '"reason": "PEERNOSMC"' <<<"$(inns podA "$M" smc-stats --json | python3 -m json.tool --compact | sed 's/,/, /g; s/:/: /g')"
 
 for p in podA podB podC; do cni DEL "$M" $p "$(meshaccel_conf "$SMC" "")" 1 >/dev/null; done
+
+echo "# 6. Peers found by DNS (dnsmasq standing for the cluster DNS): the probe follows the name"
+# dnsmasq answers cluster.local from a hosts file, re-read on SIGHUP (a node joining or leaving);
+# `ip netns exec` execs it, so $! is its pid.
+NAME=meshaccel-responder.meshaccel.svc.cluster.local
+# In its own netns behind a veth: this netns' lo stays down (the rxe shims route pod IPs
+# over it), so nothing here can serve a local address. 192.0.2.1 is this node's end.
+ip netns add dns && ip link add dns0 type veth peer name eth0 netns dns &&
+  ip addr add 192.0.2.1/24 dev dns0 && ip link set dns0 up &&
+  ip -n dns addr add 192.0.2.53/24 dev eth0 && ip -n dns link set eth0 up && ip -n dns link set lo up
+echo "${PEER%:*} $NAME" > /tmp/dns-hosts
+ip netns exec dns dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts --bind-interfaces \
+  --listen-address=192.0.2.53 --port=5353 --pid-file= --user=root --group=root \
+  --local=/cluster.local/ --addn-hosts=/tmp/dns-hosts --log-queries --log-facility=/tmp/dnsmasq.log & DNS_PID=$!
+sleep 1
+DNS_SMC='{"enabled":true,"mode":"auto","pnetId":"NET1","rdmaDevice":"rxe0","ueid":"MESHACCEL-TEST","reachabilityTtl":1,
+          "probe":{"peers":["dns:'$NAME':7471"],"nameservers":["192.0.2.53:5353"],"timeoutMs":5000}}'
+# dns_add WHAT: a fresh verdict (the 1 s TTL expired), then ADD podA with the dns: peer.
+dns_add() { sleep 2; cni ADD "$M" podA "$(meshaccel_conf "$DNS_SMC" "$PREV_A")" 1 > /tmp/dns-add.json; }
+dns_del() { cni DEL "$M" podA "$(meshaccel_conf "$DNS_SMC" "")" 1 >/dev/null; }
+resolved() { verdict '",".join(d["resolved"])'; }
+dns_hosts() { printf '%s\n' "$@" > /tmp/dns-hosts; kill -HUP $DNS_PID; sleep 0.5; }
+
+check "ADD podA (peer by name)" dns_add
+echo "# verdict: $(tr -d '\n ' < $STATE/smc-reachability.json)"
+check "  … the name resolved to the responder" test "$(resolved)" = "$PEER"
+check "  … verified, podA converted" test "$(verdict 'd["verified"]')$(converted podA)" = True1
+dns_del
+dns_hosts "${PEER%:*} $NAME" "$C $NAME"   # a node whose responder does not answer joins
+check "ADD podA after a non-answering node joined the name" dns_add
+check "  … both addresses probed (sorted: podC 10.1.3.x, peer 10.1.9.x)" test "$(resolved)" = "$C:7471,$PEER"
+check "  … not verified, podA stays plain TCP" test "$(verdict 'd["verified"]')$(converted podA)" = False0
+check "  … the reason names the new node" grep -q "$C:7471" <<<"$(verdict 'd["detail"]')"
+dns_del
+# This node's own address, listed as every node's is.
+dns_hosts "${PEER%:*} $NAME" "192.0.2.1 $NAME"
+check "ADD podA after the node left and this node's address was added" dns_add
+check "  … this node's address is not probed" test "$(resolved)" = "$PEER"
+check "  … verified again, podA converted" test "$(verdict 'd["verified"]')$(converted podA)" = True1
+dns_del
+kill $DNS_PID; wait $DNS_PID 2>/dev/null
+check "ADD podA with the name server down (failurePolicy open)" dns_add
+check "  … passes prevResult through" test "$(json 'd["ips"][0]["address"]' < /tmp/dns-add.json)" = "$A/24"
+check "  … not verified: the lookup failed" grep -q "cannot resolve the peers" <<<"$(verdict 'd["detail"]')"
+check "  … podA stays plain TCP" test "$(converted podA)" = 0
+dns_del
+echo "--- dnsmasq log"; tail -n 8 /tmp/dnsmasq.log
+ip netns del dns
+
 kill $PEER_PID; wait $PEER_PID 2>/dev/null
 finish
