@@ -17,6 +17,7 @@ use slog::{error, info, warn, Logger};
 use crate::binaries;
 use crate::config::Config;
 use crate::preflight;
+use crate::smc_follow;
 use crate::status::{Repair, Status};
 use crate::watch::{self, Wake, Watcher};
 
@@ -195,7 +196,7 @@ pub fn run(cfg: Config, log: Logger) -> Result<()> {
     // Before any thread exists, so that every thread inherits the mask and only the
     // signalfd sees SIGTERM.
     watch::block_signals()?;
-    let status = Arc::new(Status::new(cfg.pins.clone(), cfg.ready_file.clone()));
+    let status = Arc::new(Status::new(cfg.pins.clone(), cfg.state_dir(), cfg.ready_file.clone()));
     status.set_ready(Err("starting".into()));
     if let Some(addr) = &cfg.listen {
         crate::http::serve(addr, status.clone(), log.clone())?;
@@ -208,6 +209,7 @@ pub fn run(cfg: Config, log: Logger) -> Result<()> {
     }
     files::remove_if_exists(&marker(&cfg)).context("remove an earlier DaemonSet's uninstall marker")?;
     prepare(&cfg, &log)?;
+    smc_follow::spawn(&cfg, status.clone(), uninstalled_here, &log)?;
     let adopt = cfg.adopt;
     let resync = cfg.resync;
     let mut installer = Installer::new(cfg, status.clone(), log.clone())?;
@@ -233,7 +235,7 @@ pub fn run(cfg: Config, log: Logger) -> Result<()> {
 /// One pass of `run` without the watch: for scripts and tests.
 pub fn install_once(cfg: Config, log: Logger) -> Result<()> {
     prepare(&cfg, &log)?;
-    let status = Arc::new(Status::new(cfg.pins.clone(), cfg.ready_file.clone()));
+    let status = Arc::new(Status::new(cfg.pins.clone(), cfg.state_dir(), cfg.ready_file.clone()));
     let adopt = cfg.adopt;
     let mut installer = Installer::new(cfg, status, log)?;
     let chained = installer.reconcile()?;
@@ -279,6 +281,7 @@ pub fn uninstall(cfg: Config, log: Logger) -> Result<()> {
     }
     info!(log, "removed attachment records"; "records" => records.len());
     remove_smc_ueids(&cfg, &log)?;
+    meshaccel_smc::gate::forget(&state)?;
     if cfg.pod_uid.is_empty() {
         // Not in a pod: nothing is left to keep from reinstalling.
         files::remove_if_exists(&marker(&cfg))?;

@@ -4,6 +4,7 @@ mod config;
 mod daemon;
 mod http;
 mod preflight;
+mod smc_follow;
 mod status;
 mod watch;
 

@@ -113,6 +113,10 @@ fn the_image_installs_from_its_container_and_uninstalls_through_exec() -> Result
     // The node's stand-ins for the host directories, shared mounts as on a systemd host.
     let bpffs = node.shared_bpffs()?;
     let cgroup = node.shared_bind(Path::new("/sys/fs/cgroup"))?;
+    // The node's own netns directory (pods' CNI_NETNS), as a shared mount.
+    let netns_dir = node.dir().join("netns");
+    std::fs::create_dir_all(&netns_dir)?;
+    let netns = node.shared_bind(&netns_dir)?;
     let host_path = |path: &str| -> Result<PathBuf> {
         Ok(match path {
             "/opt/cni/bin" => node.bin_dir(),
@@ -121,6 +125,7 @@ fn the_image_installs_from_its_container_and_uninstalls_through_exec() -> Result
             "/sys/fs/cgroup" => cgroup.clone(),
             "/run/containerd" => node.socket().parent().unwrap().to_path_buf(),
             "/run/meshaccel" => node.state_dir(),
+            "/run/netns" => netns.clone(),
             other => bail!("hostPath {other} has no stand-in on the test node: add one here"),
         })
     };
