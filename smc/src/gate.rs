@@ -134,3 +134,44 @@ pub fn report(state_dir: &Path, bpffs_root: &Path) -> Value {
         "programCurrent": pins.is_loaded().then(|| fmodret::is_current(&pins)),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::SmcRecord;
+    use meshaccel_node::pins::AttachmentId;
+
+    fn log() -> Logger {
+        Logger::root(slog::Discard, slog::o!())
+    }
+
+    /// Without pins (no bpf-mode pod) the gate is the state file alone; a tcp2smc pod whose
+    /// netns is gone is skipped, not an error.
+    #[test]
+    fn follows_verdicts_and_records_only_changes() {
+        let dir = std::env::temp_dir().join(format!("meshaccel-gate-{}", std::process::id()));
+        let (state, bpffs) = (dir.join("state"), dir.join("no-bpffs"));
+        let gone = SmcState { mode: Mode::Tcp2smc, netns: dir.join("gone"), netns_cookie: 7, ..Default::default() };
+        let id = AttachmentId::new("cid", "eth0").unwrap();
+        records(&state).save(&id, &SmcRecord { network: "n".into(), state: gone }).unwrap();
+        assert!(!is_suspended(&state), "no gate yet: active");
+        assert_eq!(report(&state, &bpffs)["state"], "active");
+
+        follow(&state, &bpffs, false, "peer: no connect response", &log()).unwrap();
+        let g = load(&state).unwrap();
+        assert!(g.suspended && is_suspended(&state));
+        assert_eq!(g.reason, "peer: no connect response");
+        let r = report(&state, &bpffs);
+        assert_eq!((r["state"].as_str(), r["programSuspended"].is_null()), (Some("suspended"), true));
+
+        follow(&state, &bpffs, false, "another failure", &log()).unwrap();
+        assert_eq!(load(&state).unwrap(), g, "no change: since and reason stay");
+        follow(&state, &bpffs, true, "answered", &log()).unwrap();
+        assert!(!is_suspended(&state));
+        assert_eq!(load(&state).unwrap().reason, "answered");
+
+        forget(&state).unwrap();
+        assert!(load(&state).is_none());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
