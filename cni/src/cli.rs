@@ -168,10 +168,15 @@ pub fn main(argv: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> Resu
                     json!({"attachment": id.as_str(), "linked": linked, "state": st})
                 })
                 .collect();
+            // A suspended pod keeps its SMC setup; its new sockets are plain TCP until the gate opens.
+            let gate = meshaccel_smc::gate::report(&state_dir, &root);
+            let smc_state = gate["state"].clone();
             let smc: Vec<Value> = meshaccel_smc::record::records(&state_dir)
                 .list()?
                 .into_iter()
-                .map(|(id, r)| json!({"attachment": id.as_str(), "smc": true, "mode": r.state.mode, "record": r}))
+                .map(|(id, r)| {
+                    json!({"attachment": id.as_str(), "smc": true, "gate": smc_state, "mode": r.state.mode, "record": r})
+                })
                 .collect();
             let (loaded, accounting) = (bpf::is_loaded(&pins), bpf::backpressure_accounting(&pins));
             out.print(json!({
@@ -183,6 +188,7 @@ pub fn main(argv: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> Resu
                 "attachments": pods,
                 "smc": smc,
                 "rdmaReachability": meshaccel_smc::reach::report(&state_dir),
+                "smcGate": gate,
             }));
             Ok(())
         }

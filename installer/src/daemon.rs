@@ -18,6 +18,7 @@ use crate::binaries;
 use crate::config::Config;
 use crate::plugin_logs;
 use crate::preflight;
+use crate::smc_follow;
 use crate::status::{Repair, Status};
 use crate::watch::{self, Wake, Watcher};
 
@@ -196,7 +197,7 @@ pub fn run(cfg: Config, log: Logger) -> Result<()> {
     // Before any thread exists, so that every thread inherits the mask and only the
     // signalfd sees SIGTERM.
     watch::block_signals()?;
-    let status = Arc::new(Status::new(cfg.pins.clone(), cfg.ready_file.clone()));
+    let status = Arc::new(Status::new(cfg.pins.clone(), cfg.state_dir(), cfg.ready_file.clone()));
     status.set_ready(Err("starting".into()));
     if let Some(addr) = &cfg.listen {
         crate::http::serve(addr, status.clone(), log.clone())?;
@@ -214,6 +215,7 @@ pub fn run(cfg: Config, log: Logger) -> Result<()> {
     }
     files::remove_if_exists(&marker(&cfg)).context("remove an earlier DaemonSet's uninstall marker")?;
     prepare(&cfg, &log)?;
+    smc_follow::spawn(&cfg, status.clone(), uninstalled_here, &log)?;
     let adopt = cfg.adopt;
     let resync = cfg.resync;
     let mut installer = Installer::new(cfg, status.clone(), log.clone())?;
@@ -239,7 +241,7 @@ pub fn run(cfg: Config, log: Logger) -> Result<()> {
 /// One pass of `run` without the watch: for scripts and tests.
 pub fn install_once(cfg: Config, log: Logger) -> Result<()> {
     prepare(&cfg, &log)?;
-    let status = Arc::new(Status::new(cfg.pins.clone(), cfg.ready_file.clone()));
+    let status = Arc::new(Status::new(cfg.pins.clone(), cfg.state_dir(), cfg.ready_file.clone()));
     let adopt = cfg.adopt;
     let mut installer = Installer::new(cfg, status, log)?;
     let chained = installer.reconcile()?;
@@ -285,6 +287,7 @@ pub fn uninstall(cfg: Config, log: Logger) -> Result<()> {
     }
     info!(log, "removed attachment records"; "records" => records.len());
     remove_smc_ueids(&cfg, &log)?;
+    meshaccel_smc::gate::forget(&state)?;
     if cfg.pod_uid.is_empty() {
         // Not in a pod: nothing is left to keep from reinstalling.
         files::remove_if_exists(&marker(&cfg))?;

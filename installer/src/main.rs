@@ -5,6 +5,7 @@ mod daemon;
 mod http;
 mod plugin_logs;
 mod preflight;
+mod smc_follow;
 mod status;
 mod watch;
 

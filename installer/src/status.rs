@@ -32,6 +32,8 @@ impl Repair {
 
 pub struct Status {
     pins: Pins,
+    /// The plugin's state dir (the SMC gate).
+    state_dir: PathBuf,
     ready_file: Option<PathBuf>,
     /// `Err(reason)` while the chain is not correct.
     ready: Mutex<Result<(), String>>,
@@ -39,18 +41,22 @@ pub struct Status {
     repairs: [AtomicU64; 3],
     reconcile_errors: AtomicU64,
     adopted: AtomicU64,
+    /// SMC reachability re-checks by the daemon: [verified, failed].
+    smc_rechecks: [AtomicU64; 2],
 }
 
 impl Status {
-    pub fn new(pins: Pins, ready_file: Option<PathBuf>) -> Self {
+    pub fn new(pins: Pins, state_dir: PathBuf, ready_file: Option<PathBuf>) -> Self {
         Self {
             pins,
+            state_dir,
             ready_file,
             ready: Mutex::new(Err("starting".into())),
             installs: AtomicU64::new(0),
             repairs: Default::default(),
             reconcile_errors: AtomicU64::new(0),
             adopted: AtomicU64::new(0),
+            smc_rechecks: Default::default(),
         }
     }
 
@@ -83,6 +89,10 @@ impl Status {
 
     pub fn adopted(&self, n: u64) {
         self.adopted.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn smc_rechecked(&self, verified: bool) {
+        self.smc_rechecks[!verified as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition format (version 0.0.4).
@@ -129,6 +139,21 @@ impl Status {
             "counter",
             "Running pods attached at start-up.",
             &[("", get(&self.adopted))],
+        );
+        metric(
+            "meshaccel_smc_reachability_rechecks_total",
+            "counter",
+            "RDMA reachability re-checks the daemon ran for running SMC pods, by verdict.",
+            &[
+                ("{verdict=\"verified\"}", get(&self.smc_rechecks[0])),
+                ("{verdict=\"failed\"}", get(&self.smc_rechecks[1])),
+            ],
+        );
+        metric(
+            "meshaccel_smc_suspended",
+            "gauge",
+            "1 while the node's SMC gate is suspended: new sockets of SMC pods are plain TCP (RDMA path not verified).",
+            &[("", meshaccel_smc::gate::is_suspended(&self.state_dir) as u64)],
         );
         if let Ok(pods) = bpf::list_pods(&self.pins) {
             metric(

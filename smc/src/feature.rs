@@ -54,7 +54,7 @@ impl Feature for Smc {
 
     fn verify(&self, pod: &Pod) -> anyhow::Result<()> {
         let r = records(&pod.conf.state_dir).load(pod.attachment)?.context("no SMC record")?;
-        pod::verify(&pod.conf.bpffs_root, &pod.conf.smc, &r.state)
+        pod::verify(&pod.conf.state_dir, &pod.conf.bpffs_root, &pod.conf.smc, &r.state)
     }
 
     fn attachments(&self, conf: &PluginConf, network: &str) -> anyhow::Result<Vec<AttachmentId>> {

@@ -1,7 +1,10 @@
 //! TCP→SMC on upstream kernels (≥ 6.11, `IPPROTO_SMC`): a BPF `fmod_ret` program on
 //! `update_socket_protocol` that answers `IPPROTO_SMC` for `socket(AF_INET|AF_INET6,
 //! SOCK_STREAM, 0|IPPROTO_TCP)` when the calling task's netns cookie is in a pinned hash
-//! map. ADD puts the pod's netns cookie in the map, DEL takes it out.
+//! map. ADD puts the pod's netns cookie in the map, DEL takes it out. The reserved key
+//! [`SUSPEND_KEY`] in the same map suspends the conversion of every selected netns at once
+//! (one map update, atomic for the whole node): [`crate::gate`] sets it while the node's RDMA
+//! path is not verified.
 //!
 //! Why a hand-written loader: aya 0.14 (up to 0.16) has no BPF_MODIFY_RETURN program type
 //! (its ELF parser lists `fmod_ret` as unsupported and no program type can be loaded
@@ -15,7 +18,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -30,8 +33,14 @@ use meshaccel_node::btf::KernelBtf;
 pub const TARGET: &str = "update_socket_protocol";
 /// IPPROTO_SMC (include/uapi/linux/in.h, Linux ≥ 6.11).
 pub const IPPROTO_SMC: i32 = 256;
-/// Pods (netns) one node can have converted at once.
+/// Pods (netns) one node can have converted at once (plus the suspend key).
 const MAX_NETNS: u32 = 16_384;
+/// While this key is in the map, no netns is converted. No netns has cookie 0: the kernel
+/// numbers them from 1.
+pub const SUSPEND_KEY: u64 = 0;
+/// The program's name. Versions before the suspend key named it `meshaccel_smc`; a pinned
+/// program of another name is replaced ([`ensure_loaded`]).
+const PROG_NAME: &str = "meshaccel_smc2";
 
 /// `<bpffsRoot>/smc/…`
 #[derive(Clone, Debug)]
@@ -159,6 +168,7 @@ const R3: u8 = 3;
 const R6: u8 = 6;
 const R10: u8 = 10;
 const LDX_DW: u8 = 0x79;
+const ST_DW: u8 = 0x7a;
 const MOV64_X: u8 = 0xbf;
 const MOV64_K: u8 = 0xb7;
 const ADD64_K: u8 = 0x07;
@@ -219,6 +229,14 @@ impl Asm {
             .op(insn(CALL, 0, 0, 0, HELPER_PROBE_READ_KERNEL))
             .jump_out(JNE64_K, R0, 0)
     }
+    /// `r0 = bpf_map_lookup_elem(map, fp - 8)`.
+    fn lookup_fp8(&mut self, map_fd: i32) -> &mut Self {
+        self.op(insn(LD_IMM64, R1, PSEUDO_MAP_FD, 0, map_fd))
+            .op(insn(0, 0, 0, 0, 0))
+            .op(insn(MOV64_X, R2, R10, 0, 0))
+            .op(insn(ADD64_K, R2, 0, 0, -8))
+            .op(insn(CALL, 0, 0, 0, HELPER_MAP_LOOKUP_ELEM))
+    }
     fn out(&mut self) -> &mut Self {
         let here = self.insns.len();
         for &at in &self.to_out {
@@ -256,12 +274,12 @@ pub fn program(map_fd: i32, o: Offsets) -> Vec<Insn> {
         .jump_out(JEQ64_K, R3, 0)
         .read_kernel_u64(o.net_cookie)
         // selected netns?
-        .op(insn(LD_IMM64, R1, PSEUDO_MAP_FD, 0, map_fd))
-        .op(insn(0, 0, 0, 0, 0))
-        .op(insn(MOV64_X, R2, R10, 0, 0))
-        .op(insn(ADD64_K, R2, 0, 0, -8))
-        .op(insn(CALL, 0, 0, 0, HELPER_MAP_LOOKUP_ELEM))
+        .lookup_fp8(map_fd)
         .jump_out(JEQ64_K, R0, 0)
+        // suspended node? (only selected netns pay this second lookup)
+        .op(insn(ST_DW, R10, 0, -8, SUSPEND_KEY as i32))
+        .lookup_fp8(map_fd)
+        .jump_out(JNE64_K, R0, 0)
         .op(insn(MOV64_K, R0, 0, 0, IPPROTO_SMC))
         .op(insn(EXIT, 0, 0, 0, 0))
         .out()
@@ -302,7 +320,7 @@ fn load_prog(insns: &[Insn], btf_id: u32) -> Result<OwnedFd> {
         log_level: 1,
         log_size: log.len() as u32,
         log_buf: log.as_mut_ptr() as u64,
-        prog_name: name16("meshaccel_smc"),
+        prog_name: name16(PROG_NAME),
         ..Default::default()
     };
     sys_bpf(BPF_PROG_LOAD, &mut attr).map_err(|e| {
@@ -320,17 +338,22 @@ fn attach(prog: &OwnedFd) -> io::Result<OwnedFd> {
     sys_bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attr)
 }
 
-/// Loads, attaches and pins the program unless already pinned. Returns true when this
-/// call loaded it.
+/// Loads, attaches and pins the program unless this version's is already pinned. A pinned
+/// program of an older version is replaced over the same map (the selected netns stay).
+/// Returns true when this call loaded a program.
 pub fn ensure_loaded(pins: &SmcPins) -> Result<bool> {
-    if pins.is_loaded() {
+    if pins.is_loaded() && is_current(pins) {
         return Ok(false);
     }
     fs::create_dir_all(pins.dir()).with_context(|| format!("create {}", pins.dir().display()))?;
     // An exclusive lock on the pin directory while loading or unloading.
     let _lock = files::lock_exclusive(pins.dir()).with_context(|| format!("lock {}", pins.dir().display()))?;
     if pins.is_loaded() {
-        return Ok(false);
+        if is_current(pins) {
+            return Ok(false);
+        }
+        replace_program(pins)?;
+        return Ok(true);
     }
     remove_pins(pins)?;
     load_and_pin(pins).inspect_err(|_| {
@@ -339,16 +362,42 @@ pub fn ensure_loaded(pins: &SmcPins) -> Result<bool> {
     Ok(true)
 }
 
-fn load_and_pin(pins: &SmcPins) -> Result<()> {
+/// Whether the pinned program is this version's (it honours [`SUSPEND_KEY`]).
+pub fn is_current(pins: &SmcPins) -> bool {
+    aya::programs::ProgramInfo::from_pin(pins.prog()).is_ok_and(|i| i.name_as_str() == Some(PROG_NAME))
+}
+
+/// This version's program over the map `map_fd`, loaded and attached.
+fn load_attached(map_fd: i32) -> Result<(OwnedFd, OwnedFd)> {
     let btf = KernelBtf::running()?;
     let btf_id = btf.func_id(TARGET)?;
-    let offsets = Offsets::from_btf(&btf)?;
-    let map = create_map().context("create netns map")?;
-    let prog = load_prog(&program(map.as_raw_fd(), offsets), btf_id)?;
+    let prog = load_prog(&program(map_fd, Offsets::from_btf(&btf)?), btf_id)?;
     let link = attach(&prog).with_context(|| format!("attach fmod_ret to {TARGET}"))?;
+    Ok((prog, link))
+}
+
+fn load_and_pin(pins: &SmcPins) -> Result<()> {
+    let map = create_map().context("create netns map")?;
+    let (prog, link) = load_attached(map.as_raw_fd())?;
     obj_pin(&map, &pins.map()).context("pin map")?;
     obj_pin(&prog, &pins.prog()).context("pin program")?;
     obj_pin(&link, &pins.link()).context("pin link")?; // last: marks completion
+    Ok(())
+}
+
+/// The upgrade: the new program is attached before the old link's pin is renamed over (its
+/// last reference, so it detaches then). For that instant both run; both answer the same
+/// for a selected netns unless suspended, so no socket() misses its conversion.
+fn replace_program(pins: &SmcPins) -> Result<()> {
+    let map = MapData::from_pin(pins.map()).with_context(|| format!("open {}", pins.map().display()))?;
+    let (prog, link) = load_attached(map.fd().as_fd().as_raw_fd())?;
+    for (fd, pin) in [(&prog, pins.prog()), (&link, pins.link())] {
+        // bpffs refuses names with a dot.
+        let tmp = pin.with_file_name(format!("{}_new", pin.file_name().unwrap_or_default().to_string_lossy()));
+        files::remove_if_exists(&tmp).with_context(|| format!("remove {}", tmp.display()))?;
+        obj_pin(fd, &tmp).with_context(|| format!("pin {}", tmp.display()))?;
+        fs::rename(&tmp, &pin).with_context(|| format!("rename {} over {}", tmp.display(), pin.display()))?;
+    }
     Ok(())
 }
 
@@ -389,6 +438,19 @@ pub fn deselect(pins: &SmcPins, cookie: u64) -> Result<bool> {
 
 pub fn is_selected(pins: &SmcPins, cookie: u64) -> Result<bool> {
     Ok(pins.map().exists() && netns_map(pins)?.get(&cookie, 0).is_ok())
+}
+
+/// Suspends (or resumes) the conversion of every selected netns: one map update.
+pub fn set_suspended(pins: &SmcPins, suspended: bool) -> Result<()> {
+    if suspended {
+        netns_map(pins)?.insert(SUSPEND_KEY, 1, 0).context("suspend the TCP→SMC conversion")
+    } else {
+        deselect(pins, SUSPEND_KEY).map(drop).context("resume the TCP→SMC conversion")
+    }
+}
+
+pub fn is_suspended(pins: &SmcPins) -> Result<bool> {
+    is_selected(pins, SUSPEND_KEY)
 }
 
 #[cfg(test)]
@@ -435,6 +497,10 @@ mod tests {
         let loads: Vec<(u8, i16)> = p.iter().filter(|i| i.code == LDX_DW).map(|i| (i.regs >> 4, i.off)).collect();
         assert_eq!(&loads[..3], &[(R6, 0), (R6, 8), (R6, 16)]);
         assert!(p.iter().filter(|i| i.code == LDX_DW).all(|i| i.imm == 0));
+        // The second lookup is the suspend key's, written to the stack slot the first used.
+        let lds: Vec<usize> = p.iter().enumerate().filter(|(_, i)| i.code == LD_IMM64).map(|(n, _)| n).collect();
+        assert_eq!(lds.len(), 2);
+        assert_eq!(p[lds[1] - 1], insn(ST_DW, R10, 0, -8, SUSPEND_KEY as i32));
     }
 
     /// On a kernel without SMC a converted socket() fails with EPROTONOSUPPORT (protocol
@@ -466,12 +532,21 @@ mod tests {
             select(&p, cookie).unwrap();
             assert!(is_selected(&p, cookie).unwrap());
             let smc_kernel = Path::new("/proc/sys/net/smc").exists();
-            for proto in [None, Some(SockProtocol::Tcp)] {
-                match tcp_socket(proto) {
-                    Err(e) => assert_eq!(e, nix::errno::Errno::EPROTONOSUPPORT, "{proto:?}"),
-                    Ok(_) => assert!(smc_kernel, "{proto:?}: socket() was not converted"),
+            let converted = || {
+                for proto in [None, Some(SockProtocol::Tcp)] {
+                    match tcp_socket(proto) {
+                        Err(e) => assert_eq!(e, nix::errno::Errno::EPROTONOSUPPORT, "{proto:?}"),
+                        Ok(_) => assert!(smc_kernel, "{proto:?}: socket() was not converted"),
+                    }
                 }
-            }
+            };
+            converted();
+            set_suspended(&p, true).unwrap();
+            assert!(is_suspended(&p).unwrap() && is_selected(&p, cookie).unwrap());
+            assert!(tcp_socket(None).is_ok(), "a suspended node must give TCP");
+            set_suspended(&p, false).unwrap();
+            assert!(!is_suspended(&p).unwrap());
+            converted();
             // UDP and IPPROTO_MPTCP-style explicit protocols are left alone.
             assert!(socket(AddressFamily::Inet, SockType::Datagram, SockFlag::empty(), None).is_ok());
             assert!(deselect(&p, cookie).unwrap());

@@ -11,11 +11,14 @@
 //!   ([`fmodret`]) with the pod's netns cookie in its map.
 //! * `net.smc.*` sysctls in the pod netns ([`sysctl`]), old values saved for DEL.
 //! * Nothing is enabled until RDMA has been verified both ways to the configured peers
-//!   ([`reach`], [`probe`]; the peers run [`responder`]; `dns:` peers are resolved by [`dns`]).
+//!   ([`reach`], [`probe`]; the peers run [`responder`]; `dns:` peers are resolved by [`dns`]),
+//!   and pods already on SMC follow later verdicts ([`gate`]: suspended while the path is not
+//!   verified).
 pub mod convert;
 pub mod dns;
 pub mod feature;
 pub mod fmodret;
+pub mod gate;
 pub mod genl;
 pub mod netns;
 pub mod pnet;

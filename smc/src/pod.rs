@@ -11,7 +11,7 @@ use meshaccel_node::conf::SmcConf;
 use meshaccel_node::feature::Pod;
 
 use crate::convert::{self, Mode};
-use crate::{fmodret, netns, pnet, rdma, reach, smcgen, sysctl, ueid};
+use crate::{fmodret, gate, netns, pnet, rdma, reach, smcgen, sysctl, ueid};
 
 /// What ADD did, so DEL can undo it and CHECK verify it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -70,7 +70,7 @@ pub fn setup(pod: &Pod, netns: &Path, log: &Logger) -> Result<SmcState, SmcError
         ueid::ensure(state_dir, &mut nl, ueid).map_err(unavailable).map_err(|e| with_context(e, "add UEID"))?;
     }
     // From the pod's netns: the probe takes the path (eth0's GID) SMC would take.
-    reach::gate(state_dir, &port, &conf.probe, conf.reachability_ttl, netns, log).map_err(unavailable)?;
+    reach::gate(state_dir, bpffs_root, &port, &conf.probe, conf.reachability_ttl, netns, log).map_err(unavailable)?;
     link_device(&pnet_id, &port)?;
 
     let mut st = SmcState {
@@ -217,9 +217,11 @@ pub fn teardown(bpffs_root: &Path, st: &SmcState) -> anyhow::Result<()> {
     })
 }
 
-/// CHECK: the live state is what ADD recorded and the conf still asks for.
-pub fn verify(bpffs_root: &Path, conf: &SmcConf, st: &SmcState) -> anyhow::Result<()> {
+/// CHECK: the live state is what ADD recorded and the conf still asks for. A pod the node's
+/// gate suspended ([`gate`]) is in its designed state, not broken.
+pub fn verify(state_dir: &Path, bpffs_root: &Path, conf: &SmcConf, st: &SmcState) -> anyhow::Result<()> {
     let wanted = conf.sysctl_values().map_err(anyhow::Error::msg)?;
+    let suspended = gate::is_suspended(state_dir);
     ensure!(wanted == st.sysctls, "smc.sysctls changed since ADD: {:?} → {wanted:?}", st.sysctls);
     let (id, ifname, mode, cookie) = (st.pnet_id.clone(), st.ifname.clone(), st.mode, st.netns_cookie);
     let live_cookie = netns::run_in(&st.netns, move || {
@@ -228,8 +230,8 @@ pub fn verify(bpffs_root: &Path, conf: &SmcConf, st: &SmcState) -> anyhow::Resul
         let drift = sysctl::drift(&wanted)?;
         ensure!(drift.is_empty(), "sysctls drifted: {}", drift.join("; "));
         if mode == Mode::Tcp2smc {
-            let v = sysctl::read(convert::TCP2SMC_NAME)?;
-            ensure!(v == "1", "net.smc.tcp2smc is {v}, want 1");
+            let (v, want) = (sysctl::read(convert::TCP2SMC_NAME)?, if suspended { "0" } else { "1" });
+            ensure!(v == want, "net.smc.tcp2smc is {v}, want {want} (SMC gate suspended: {suspended})");
         }
         netns::current_cookie()
     })?;
@@ -246,6 +248,11 @@ pub fn verify(bpffs_root: &Path, conf: &SmcConf, st: &SmcState) -> anyhow::Resul
         let pins = fmodret::SmcPins::new(bpffs_root);
         ensure!(pins.is_loaded(), "TCP→SMC program is not pinned under {}", pins.dir().display());
         ensure!(fmodret::is_selected(&pins, cookie)?, "pod netns is not in the TCP→SMC map");
+        let program = fmodret::is_suspended(&pins)?;
+        ensure!(
+            program == suspended,
+            "the TCP→SMC program's suspend key is {program}, the node's SMC gate {suspended}"
+        );
     }
     Ok(())
 }

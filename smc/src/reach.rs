@@ -5,7 +5,8 @@
 //! sleeps uninterruptibly for ever (rxe retries without end; no kernel knob prevents it).
 //! So no pod gets SMC until RDMA has been seen working both ways to every configured peer
 //! ([`probe`], from the pod's netns: the GID SMC will use), and a failed verdict stops
-//! enabling it until a later check passes. Verdicts, failed ones included, are cached per
+//! enabling it (and suspends it for pods already on SMC: [`super::gate`]) until a later
+//! check passes. Verdicts, failed ones included, are cached per
 //! (device, port, peer set) for `smc.reachabilityTtl` seconds.
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -135,11 +136,22 @@ pub fn check(port: &Port, conf: &ProbeConf, netns: &Path) -> Verdict {
 }
 
 /// Ok when the node's RDMA path is verified for `port` and the configured peers (cached for
-/// `ttl` seconds), probing from `netns` when the cache has no fresh verdict.
-pub fn gate(state_dir: &Path, port: &Port, conf: &ProbeConf, ttl: u64, netns: &Path, log: &Logger) -> Result<()> {
+/// `ttl` seconds), probing from `netns` when the cache has no fresh verdict. The node's SMC
+/// gate follows the verdict ([`super::gate`]).
+pub fn gate(
+    state_dir: &Path,
+    bpffs_root: &Path,
+    port: &Port,
+    conf: &ProbeConf,
+    ttl: u64,
+    netns: &Path,
+    log: &Logger,
+) -> Result<()> {
     if conf.trust {
         local_check(port)
             .map_err(|why| anyhow::anyhow!("RDMA port {} {} not usable: {why}", port.device, port.port))?;
+        let _lock = lock(state_dir)?;
+        super::gate::follow(state_dir, bpffs_root, true, "smc.probe.trust", log)?;
         warn!(
             log,
             "SMC enabled WITHOUT a reachability probe (smc.probe.trust): a one-way RoCE path will hang SMC connections"
@@ -152,8 +164,28 @@ pub fn gate(state_dir: &Path, port: &Port, conf: &ProbeConf, ttl: u64, netns: &P
              or set smc.probe.trust at your own risk); SMC stays off"
         );
     }
-    // Held through the cache check, the probe and the store: a node starting many SMC pods at
-    // once probes once, the other ADDs wait (at most one probe timeout) and read its verdict.
+    let v = current(state_dir, bpffs_root, port, conf, ttl, netns, log)?;
+    if !v.verified {
+        bail!("RDMA path of {} port {} not verified: {}", v.device, v.port, v.detail);
+    }
+    Ok(())
+}
+
+/// The verdict for `port` and the conf's peers: the cached one while younger than `ttl`
+/// seconds, else probed now from `netns` and stored; then the node's SMC gate is set to
+/// follow it. ADD's [`gate`] and the installer's periodic re-check both come here.
+pub fn current(
+    state_dir: &Path,
+    bpffs_root: &Path,
+    port: &Port,
+    conf: &ProbeConf,
+    ttl: u64,
+    netns: &Path,
+    log: &Logger,
+) -> Result<Verdict> {
+    // Held through the cache check, the probe, the store and the gate: a node starting many
+    // SMC pods at once probes once, the other ADDs wait (at most one probe timeout) and read
+    // its verdict; the gate is always the last stored verdict's.
     let _lock = lock(state_dir)?;
     let key = conf.peer_key();
     let fresh = |v: &Verdict| {
@@ -169,17 +201,15 @@ pub fn gate(state_dir: &Path, port: &Port, conf: &ProbeConf, ttl: u64, netns: &P
             if v.verified {
                 info!(log, "RDMA reachability verified"; "detail" => &v.detail, "peers" => ?v.peers);
             } else {
-                warn!(log, "RDMA reachability probe failed: SMC stays off for new pods until a later check passes";
+                warn!(log, "RDMA reachability probe failed: SMC is off for new pods and suspended for running ones until a later check passes";
                       "detail" => &v.detail, "peers" => ?v.peers, "ttl" => ttl);
             }
             store(state_dir, &v)?;
             v
         }
     };
-    if !v.verified {
-        bail!("RDMA path of {} port {} not verified: {}", v.device, v.port, v.detail);
-    }
-    Ok(())
+    super::gate::follow(state_dir, bpffs_root, v.verified, &v.detail, log)?;
+    Ok(v)
 }
 
 pub fn report(state_dir: &Path) -> Value {

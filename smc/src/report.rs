@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{convert, fmodret, pnet, probe, rdma, reach, smcgen, sysctl};
+use super::{convert, fmodret, gate, pnet, probe, rdma, reach, smcgen, sysctl};
 
 /// `meshaccel smc-stats`: counters and fallback reasons of the caller's netns.
 pub fn stats() -> anyhow::Result<Value> {
@@ -112,6 +112,8 @@ pub fn doctor(bpffs_root: &Path, state_dir: &Path, probe_req: Option<&ProbeNow>)
             "programPinned": pins.is_loaded(),
         },
         "rdmaReachability": reach::report(state_dir),
+        // Whether pods already on SMC make SMC connections now (suspended: plain TCP).
+        "smcGate": gate::report(state_dir, bpffs_root),
         "rdmaProbe": probed,
     })
 }

@@ -57,6 +57,10 @@ fn run_ready(
 fn stand_ins(node: &Containerd) -> Result<impl Fn(&str) -> Result<PathBuf> + '_> {
     let bpffs = node.shared_bpffs()?;
     let cgroup = node.shared_bind(Path::new("/sys/fs/cgroup"))?;
+    // The node's own netns directory (pods' CNI_NETNS), as a shared mount.
+    let netns_dir = node.dir().join("netns");
+    std::fs::create_dir_all(&netns_dir)?;
+    let netns = node.shared_bind(&netns_dir)?;
     Ok(move |path: &str| -> Result<PathBuf> {
         Ok(match path {
             "/opt/cni/bin" => node.bin_dir(),
@@ -65,6 +69,7 @@ fn stand_ins(node: &Containerd) -> Result<impl Fn(&str) -> Result<PathBuf> + '_>
             "/sys/fs/cgroup" => cgroup.clone(),
             "/run/containerd" => node.socket().parent().unwrap().to_path_buf(),
             "/run/meshaccel" => node.state_dir(),
+            "/run/netns" => netns.clone(),
             other => bail!("hostPath {other} has no stand-in on the test node: add one here"),
         })
     })

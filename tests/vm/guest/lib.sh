@@ -123,8 +123,10 @@ peer_up() {
 # transfer CLIENT SERVER_NS SERVER_IP PORT BYTES: echo BYTES through a plain socket();
 # sets CL and SV (the client's and the server's JSON reports) and returns the client's rc.
 transfer() {
+  rm -f "/tmp/srv-$4.json"
   inns "$2" timeout 120 $T serve "$4" > "/tmp/srv-$4.json" & local sp=$! rc
-  sleep 2
+  # Until the server listens (a fixed sleep lost that race on a loaded host: connection refused).
+  for _ in $(seq 300); do grep -q listening "/tmp/srv-$4.json" 2>/dev/null && break; sleep 0.1; done
   CL=$(inns "$1" timeout 120 $T client "$3" "$4" "$5"); rc=$?
   wait $sp; SV=$(tail -1 "/tmp/srv-$4.json")
   echo "# client: $CL"; echo "# server: $SV"

@@ -75,8 +75,9 @@ check "doctor --probe (the cached peer set, now) fails too" test "$(echo "$doc" 
 transfer podC peerR "$R" 7001 $((1 << 20)); rc=$?
 check "C→peer over plain TCP: 1 MiB intact" test $rc -eq 0 -a "$(echo "$CL" | json 'd["intact"]')" = True
 transfer podC podB "$B" 7002 $((1 << 20)); rc=$?
-check "C→B (B converted): 1 MiB intact" test $rc -eq 0 -a "$(echo "$CL" | json 'd["intact"]')" = True
-check "  … B's server fell back to TCP" test "$(echo "$SV" | json 'd["diag"]["mode"]')" = FALLBACK_TCP
+check "C→B (B on SMC, suspended by the failed verdict): 1 MiB intact" test $rc -eq 0 -a "$(echo "$CL" | json 'd["intact"]')" = True
+check "  … B's server is plain TCP (the node's SMC gate is suspended; smc-follow.sh tests it)" \
+  test "$(echo "$SV" | json 'd["diag"] is None')" = True
 check "no task in D state" test -z "$(grep -l '^State:.*D (disk sleep)' /proc/[0-9]*/status 2>/dev/null)"
 peer_state
 check "the responder survived the broken probe" kill -0 $PEER_PID
