@@ -46,6 +46,10 @@ fn prepare(cfg: &Config, log: &Logger) -> Result<()> {
         Ok(Loaded::Fresh) => info!(log, "loaded and pinned the BPF programs"; "root" => %cfg.pins.root().display()),
         Ok(Loaded::Current) => {}
         Ok(Loaded::Upgraded { pods }) => info!(log, "upgraded the BPF programs in place"; "podLinksMoved" => pods),
+        // Adoption attaches the detached pods again once the chain is installed.
+        Ok(Loaded::Replaced { pods, layout }) => warn!(log,
+            "map layout changed: loaded a new generation of the BPF programs; established connections stay on the previous one until they close, new ones are plain until their pod is adopted again";
+            "podsDetached" => pods, "layout" => layout),
         // The running programs keep serving the pods; only the upgrade is missed.
         Err(e) if bpf::is_loaded(&cfg.pins) => {
             error!(log, "cannot upgrade the BPF programs in place; keeping the running ones"; "error" => format!("{e:#}"))

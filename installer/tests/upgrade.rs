@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use aya::maps::{MapData, MapInfo};
-use meshaccel_common::{names, PodConfig};
+use meshaccel_common::{names, ConnKey, PodConfig};
 use meshaccel_node::bpf::{self, Loaded};
 use meshaccel_node::pins::{AttachmentId, Pins};
 use support::{unique, Cgroup};
@@ -203,12 +203,15 @@ fn swaps_programs_in_place_keeping_links_storage_and_sockhash() {
 }
 
 #[test]
-fn refuses_to_reuse_a_map_of_another_layout() {
+fn a_map_of_another_layout_switches_to_a_fresh_generation() {
     let root = Root(Pins::new(Path::new("/sys/fs/bpf").join(unique("upgrade-bad"))));
     let pins = &root.0;
     bpf::ensure_loaded(pins).unwrap();
     let prog = bpf::sockops_prog_id(pins).unwrap();
-    // An older SOCKS with an 8-byte key.
+    let cg = Cgroup::new("upgrade-bad");
+    let id = AttachmentId::new("sandbox-bad", "eth0").unwrap();
+    bpf::attach_pod(pins, &id, &cg.0, enabled()).unwrap();
+    // An older SOCKS with an 8-byte key, and a map this version does not have.
     #[repr(C)]
     struct MapCreate {
         map_type: u32,
@@ -220,9 +223,18 @@ fn refuses_to_reuse_a_map_of_another_layout() {
     let map = sys_bpf_fd(BPF_MAP_CREATE, &mut attr).unwrap();
     fs::remove_file(pins.map(names::MAP_SOCKS)).unwrap();
     pin(&map, &pins.map(names::MAP_SOCKS));
+    pin(&map, &pins.map("RETIRED"));
 
-    let err = bpf::ensure_current(pins).unwrap_err();
-    assert!(format!("{err:#}").contains("cannot be swapped in place"), "{err:#}");
-    assert_eq!(bpf::sockops_prog_id(pins).unwrap(), prog, "nothing changed");
-    assert_eq!(MapInfo::from_pin(pins.map(names::MAP_SOCKS)).unwrap().key_size(), 8);
+    match bpf::ensure_current(pins).unwrap() {
+        Loaded::Replaced { pods, layout } => {
+            assert_eq!(pods, 1, "the pod was detached from the previous generation");
+            assert!(layout.contains("SOCKS"), "{layout}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_ne!(bpf::sockops_prog_id(pins).unwrap(), prog, "a fresh load");
+    assert_eq!(MapInfo::from_pin(pins.map(names::MAP_SOCKS)).unwrap().key_size() as usize, size_of::<ConnKey>());
+    assert!(!pins.map("RETIRED").exists(), "the previous generation's other maps are unpinned");
+    assert_eq!(bpf::pod_link(pins, &id).unwrap(), None, "the pod waits for its new attachment");
+    assert_eq!(bpf::ensure_current(pins).unwrap(), Loaded::Current);
 }
