@@ -43,11 +43,16 @@ struct Pair<'a> {
 }
 
 fn start(what: &'static str, pair: &Pair, port: u16, conns: u32, bytes: u64, pause_ms: &str) -> Result<Live> {
-    let (server, client) = (pair.server, pair.client);
     let before = counters(pair.pins)?;
-    let addr = format!("{}:{port}", server.ip);
+    let (server, client) = streams(pair, port, conns, bytes, pause_ms)?;
+    Ok(Live { what, server, client, pins: pair.pins.clone(), before, started: Instant::now() })
+}
+
+/// An echo server and a `verify` client of `conns` connections, streaming.
+fn streams(pair: &Pair, port: u16, conns: u32, bytes: u64, pause_ms: &str) -> Result<(Proc, Proc)> {
+    let addr = format!("{}:{port}", pair.server.ip);
     let (n, b) = (conns.to_string(), bytes.to_string());
-    let mut s = server.testkit(&["serve", "--listen", &addr, "--mode", "echo", "--conns", &n, "--io", "poll"])?;
+    let mut s = pair.server.testkit(&["serve", "--listen", &addr, "--mode", "echo", "--conns", &n, "--io", "poll"])?;
     s.expect_event("listening", TIMEOUT)?;
     let seed = port.to_string();
     let args = [
@@ -65,10 +70,10 @@ fn start(what: &'static str, pair: &Pair, port: u16, conns: u32, bytes: u64, pau
         "--io",
         "poll",
     ];
-    let mut c = client.testkit(&[&args[..], &["--pause-ms", pause_ms, "--wait-go"]].concat())?;
+    let mut c = pair.client.testkit(&[&args[..], &["--pause-ms", pause_ms, "--wait-go"]].concat())?;
     c.expect_event("ready", TIMEOUT)?;
     c.send("go")?;
-    Ok(Live { what, server: s, client: c, pins: pair.pins.clone(), before, started: Instant::now() })
+    Ok((s, c))
 }
 
 impl Live {
@@ -192,6 +197,29 @@ fn wait_freed(what: &str, id: u32) -> Result<()> {
     Ok(())
 }
 
+/// Runs `event` while batches of 5 short connections (64 KiB each way) run one after
+/// another; every batch must be intact. Returns what `event` returned and how many
+/// connections were opened.
+fn churn_while<T: Send>(pair: &Pair, port: u16, event: impl FnOnce() -> Result<T>) -> Result<(T, usize)> {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let churn = scope.spawn(|| -> Result<usize> {
+            let mut conns = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let (server, client) = streams(pair, port, 5, 64 << 10, "0")?;
+                clean(client.finish(TIMEOUT)?).context("churn client")?;
+                clean(server.finish(TIMEOUT)?).context("churn server")?;
+                conns += 5;
+            }
+            Ok(conns)
+        });
+        let out = event();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let conns = churn.join().expect("churn thread")?;
+        Ok((out?, conns))
+    })
+}
+
 fn restart(node: &Containerd, installer: Installer, kill: bool) -> Result<Installer> {
     if kill {
         drop(installer); // SIGKILL
@@ -255,10 +283,16 @@ fn restarts_upgrades_and_uninstall_keep_live_connections_intact() -> Result<()> 
     let (old_socks, old_counters) = generation(node.pins())?;
     let mut live = start(what, &pair, 7005, CONNS, BYTES, PAUSE_MS)?;
     live.assert_redirected()?;
-    installer.stop()?;
-    pin_another_layout(node.pins())?;
     let at_event = bytes_redirected_by(old_counters)?;
-    installer = node.start_installer()?;
+    // Short connections opened all through the switch: some have one end established on
+    // each side of it; every one must still move its bytes intact.
+    let churned = churn_while(&pair, 7205, || {
+        installer.stop()?;
+        pin_another_layout(node.pins())?;
+        node.start_installer()
+    })?;
+    installer = churned.0;
+    eprintln!("[operations] {what}: {} short connections opened across the switch, all intact", churned.1);
     live.assert_streaming()?;
     ensure!(installer.log_text().contains("map layout changed"), "{}", installer.log_text());
     let adopted = installer.adoptions();
