@@ -289,9 +289,7 @@ pub fn uninstall(cfg: Config, log: Logger) -> Result<()> {
     }
     info!(log, "removed attachment records"; "records" => records.len());
     remove_smc_ueids(&cfg, &log)?;
-    if cfg.pod_uid.is_empty() {
-        // Not in a pod: nothing is left to keep from reinstalling.
-        files::remove_if_exists(&marker(&cfg))?;
-    }
+    // Kept even outside a pod: a daemon running there sees it at its next wake-up and stays
+    // idle instead of putting everything back; a new `run` without a pod UID clears it.
     Ok(())
 }
