@@ -5,6 +5,7 @@
 //! in place, and while `uninstall` runs. Every connection must end with every byte intact,
 //! and connections opened after the event must run on the programs then installed.
 use std::fs;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
@@ -152,28 +153,11 @@ fn pin_an_older_version(pins: &Pins) -> Result<()> {
 /// A build whose maps have another layout: a `SOCKS` with 8-byte keys pinned where the
 /// sockhash goes (the running programs keep theirs). The next start must switch generations.
 fn pin_another_layout(pins: &Pins) -> Result<()> {
-    #[repr(C)]
-    struct MapCreate {
-        map_type: u32,
-        key_size: u32,
-        value_size: u32,
-        max_entries: u32,
-    }
-    #[repr(C)]
-    struct ObjPin {
-        pathname: u64,
-        fd: u32,
-        flags: u32,
-    }
     const BPF_MAP_TYPE_SOCKHASH: u32 = 18;
-    let mut create = MapCreate { map_type: BPF_MAP_TYPE_SOCKHASH, key_size: 8, value_size: 4, max_entries: 16 };
-    let map = sys::bpf_fd(0 /* BPF_MAP_CREATE */, &mut create)?;
+    let map = sys::map_create(BPF_MAP_TYPE_SOCKHASH, 8, 4, 16)?;
     let path = pins.map(names::MAP_SOCKS);
     fs::remove_file(&path)?;
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
-    let mut pin = ObjPin { pathname: c.as_ptr() as u64, fd: std::os::fd::AsRawFd::as_raw_fd(&map) as u32, flags: 0 };
-    sys::bpf(6 /* BPF_OBJ_PIN */, &mut pin)?;
-    Ok(())
+    Ok(sys::obj_pin(map.as_fd(), &path)?)
 }
 
 /// The kernel ids of the pinned sockhash and counters: the generation serving now.
