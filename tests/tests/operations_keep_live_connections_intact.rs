@@ -2,8 +2,10 @@
 //! two pods (non-blocking ends, as event-driven programs use, so they are redirected) stream
 //! checksummed data both ways (`verify` sends a seeded random stream, the echo sends it back,
 //! the client checks every byte) while the installer is restarted (SIGTERM, SIGKILL), upgraded
-//! in place, and while `uninstall` runs. Every connection must end with every byte intact,
-//! and connections opened after the event must run on the programs then installed.
+//! in place, upgraded across a map-layout change (a generation switch), and while `uninstall`
+//! runs. Every connection must end with every byte intact, and connections opened after the
+//! event must run on the programs then installed (plain after uninstall). docs/installer.md,
+//! Operations, quotes what this measures.
 use std::fs;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
