@@ -47,6 +47,10 @@ fn prepare(cfg: &Config, log: &Logger) -> Result<()> {
         Ok(Loaded::Fresh) => info!(log, "loaded and pinned the BPF programs"; "root" => %cfg.pins.root().display()),
         Ok(Loaded::Current) => {}
         Ok(Loaded::Upgraded { pods }) => info!(log, "upgraded the BPF programs in place"; "podLinksMoved" => pods),
+        // Adoption attaches the detached pods again once the chain is installed.
+        Ok(Loaded::Replaced { pods, layout }) => warn!(log,
+            "map layout changed: loaded a new generation of the BPF programs; established connections stay on the previous one until they close, new ones are plain until their pod is adopted again";
+            "podsDetached" => pods, "layout" => layout),
         // The running programs keep serving the pods; only the upgrade is missed.
         Err(e) if bpf::is_loaded(&cfg.pins) => {
             error!(log, "cannot upgrade the BPF programs in place; keeping the running ones"; "error" => format!("{e:#}"))
@@ -288,9 +292,7 @@ pub fn uninstall(cfg: Config, log: Logger) -> Result<()> {
     info!(log, "removed attachment records"; "records" => records.len());
     remove_smc_ueids(&cfg, &log)?;
     meshaccel_smc::gate::forget(&state)?;
-    if cfg.pod_uid.is_empty() {
-        // Not in a pod: nothing is left to keep from reinstalling.
-        files::remove_if_exists(&marker(&cfg))?;
-    }
+    // Kept even outside a pod: a daemon running there sees it at its next wake-up and stays
+    // idle instead of putting everything back; a new `run` without a pod UID clears it.
     Ok(())
 }

@@ -4,21 +4,17 @@
 //! recreating the link, its cgroup storage or the sockhash.
 mod support;
 
-use std::ffi::CString;
 use std::fs;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use aya::maps::{MapData, MapInfo};
-use meshaccel_common::{names, PodConfig};
+use meshaccel_common::{names, ConnKey, PodConfig};
 use meshaccel_node::bpf::{self, Loaded};
 use meshaccel_node::pins::{AttachmentId, Pins};
 use support::{unique, Cgroup};
 
-const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_PROG_ATTACH: libc::c_long = 8;
 const BPF_PROG_QUERY: libc::c_long = 16;
 const BPF_PROG_TYPE_SOCK_OPS: u32 = 13;
@@ -133,15 +129,7 @@ fn prog_id(pin: &Path) -> u32 {
 }
 
 fn pin(fd: &OwnedFd, path: &Path) {
-    #[repr(C)]
-    struct ObjPin {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-    }
-    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
-    let mut attr = ObjPin { pathname: c.as_ptr() as u64, bpf_fd: fd.as_raw_fd() as u32, file_flags: 0 };
-    sys_bpf(BPF_OBJ_PIN, &mut attr).unwrap();
+    meshaccel_node::sys::obj_pin(fd.as_fd(), path).unwrap();
 }
 
 struct Root(Pins);
@@ -203,26 +191,30 @@ fn swaps_programs_in_place_keeping_links_storage_and_sockhash() {
 }
 
 #[test]
-fn refuses_to_reuse_a_map_of_another_layout() {
+fn a_map_of_another_layout_switches_to_a_fresh_generation() {
     let root = Root(Pins::new(Path::new("/sys/fs/bpf").join(unique("upgrade-bad"))));
     let pins = &root.0;
     bpf::ensure_loaded(pins).unwrap();
     let prog = bpf::sockops_prog_id(pins).unwrap();
-    // An older SOCKS with an 8-byte key.
-    #[repr(C)]
-    struct MapCreate {
-        map_type: u32,
-        key_size: u32,
-        value_size: u32,
-        max_entries: u32,
-    }
-    let mut attr = MapCreate { map_type: BPF_MAP_TYPE_SOCKHASH, key_size: 8, value_size: 4, max_entries: 16 };
-    let map = sys_bpf_fd(BPF_MAP_CREATE, &mut attr).unwrap();
+    let cg = Cgroup::new("upgrade-bad");
+    let id = AttachmentId::new("sandbox-bad", "eth0").unwrap();
+    bpf::attach_pod(pins, &id, &cg.0, enabled()).unwrap();
+    // An older SOCKS with an 8-byte key, and a map this version does not have.
+    let map = meshaccel_node::sys::map_create(BPF_MAP_TYPE_SOCKHASH, 8, 4, 16).unwrap();
     fs::remove_file(pins.map(names::MAP_SOCKS)).unwrap();
     pin(&map, &pins.map(names::MAP_SOCKS));
+    pin(&map, &pins.map("RETIRED"));
 
-    let err = bpf::ensure_current(pins).unwrap_err();
-    assert!(format!("{err:#}").contains("cannot be swapped in place"), "{err:#}");
-    assert_eq!(bpf::sockops_prog_id(pins).unwrap(), prog, "nothing changed");
-    assert_eq!(MapInfo::from_pin(pins.map(names::MAP_SOCKS)).unwrap().key_size(), 8);
+    match bpf::ensure_current(pins).unwrap() {
+        Loaded::Replaced { pods, layout } => {
+            assert_eq!(pods, 1, "the pod was detached from the previous generation");
+            assert!(layout.contains("SOCKS"), "{layout}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_ne!(bpf::sockops_prog_id(pins).unwrap(), prog, "a fresh load");
+    assert_eq!(MapInfo::from_pin(pins.map(names::MAP_SOCKS)).unwrap().key_size() as usize, size_of::<ConnKey>());
+    assert!(!pins.map("RETIRED").exists(), "the previous generation's other maps are unpinned");
+    assert_eq!(bpf::pod_link(pins, &id).unwrap(), None, "the pod waits for its new attachment");
+    assert_eq!(bpf::ensure_current(pins).unwrap(), Loaded::Current);
 }

@@ -80,6 +80,8 @@ pub fn ensure_loaded(pins: &Pins) -> Result<bool> {
 }
 
 fn load_and_pin(pins: &Pins) -> Result<()> {
+    use std::os::fd::AsFd;
+
     let mut loader = EbpfLoader::new();
     let sizes = fault::max_entries();
     for (map, n) in &sizes {
@@ -98,10 +100,11 @@ fn load_and_pin(pins: &Pins) -> Result<()> {
     let socks: SockHash<MapData, ConnKey> = socks.try_into().context("SOCKS is not a sockhash")?;
     let skmsg: &mut SkMsg = program(&mut ebpf, names::PROG_SKMSG)?;
     skmsg.load().context("load sk_msg program")?;
-    let link = skmsg.attach(socks.fd()).context("attach sk_msg to SOCKS")?;
     // Attached to a map with BPF_PROG_ATTACH (aya 0.14 offers no sockmap bpf_link): the
-    // attachment lives as long as the pinned map. Dropping the handle would detach it.
-    std::mem::forget(skmsg.take_link(link)?);
+    // attachment lives as long as the map. Not through aya's attach, whose link handle
+    // would detach it when dropped and, kept, would hold the map open for as long as this
+    // process runs (an idle installer would then keep an uninstalled generation alive).
+    sys::attach_sk_msg(socks.fd().as_fd(), skmsg.fd()?.as_fd()).context("attach sk_msg to SOCKS")?;
     skmsg.pin(pins.skmsg()).context("pin sk_msg program")?;
 
     // Optional: where the kernel refuses tracing programs, backlogs are unbounded (the
@@ -340,7 +343,7 @@ pub fn unload_all(pins: &Pins) -> Result<()> {
 }
 
 /// What [`ensure_current`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Loaded {
     /// Nothing was pinned: loaded and pinned now.
     Fresh,
@@ -348,6 +351,48 @@ pub enum Loaded {
     Current,
     /// Pinned programs replaced in place; `pods` links moved to the new sock_ops program.
     Upgraded { pods: usize },
+    /// A pinned map had another layout (`layout` says which): the previous generation was
+    /// unpinned and `pods` pods detached from it (see [`replace_generation`]); they need
+    /// attaching again (the installer's adoption does it).
+    Replaced { pods: usize, layout: String },
+}
+
+/// Switches to a fresh load when the pinned maps have another layout than this version's:
+/// detaches every pod (unpinning its links) and unpins the previous generation's programs
+/// and maps, then loads and pins this version's. Nothing is lost by unpinning: the sockets
+/// already in the previous sockhash keep their sk_msg program, which holds its maps, so the
+/// kernel keeps redirecting them as before until they close, then frees that generation.
+/// New connections are plain until their pod is attached again; a connection with one end
+/// established on each side of the switch is plain (the new load has another node token,
+/// so the ends never pair, and the old end's redirect finds no peer).
+/// Called with the root lock held.
+fn replace_generation(pins: &Pins) -> Result<usize> {
+    let pods = list_pods(pins)?;
+    for id in &pods {
+        detach_pod(pins, id)?;
+    }
+    remove_object_pins(pins)?;
+    // Maps and programs the previous version had and this one has not.
+    for dir in [pins.maps_dir(), pins.progs_dir()] {
+        remove_dir_entries(&dir)?;
+    }
+    load_and_pin(pins).inspect_err(|_| {
+        let _ = remove_object_pins(pins);
+    })?;
+    Ok(pods.len())
+}
+
+fn remove_dir_entries(dir: &Path) -> Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("list {}", dir.display())),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        remove_if_exists(&path).with_context(|| format!("unpin {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// [`ensure_loaded`], and on an upgrade (pinned programs differ from this version's) swaps
@@ -356,8 +401,9 @@ pub enum Loaded {
 /// link, map or cgroup storage is recreated, so sockets already in the sockhash keep being
 /// redirected and pods never run without a program.
 ///
-/// Refuses (changing nothing) when a pinned map's layout differs from this version's: the
-/// new programs would misread it.
+/// When a pinned map's layout differs from this version's (the new programs would misread
+/// it, and a link update would keep the old cgroup storage), switches generations instead:
+/// see [`replace_generation`].
 pub fn ensure_current(pins: &Pins) -> Result<Loaded> {
     use std::os::fd::AsFd;
 
@@ -365,7 +411,10 @@ pub fn ensure_current(pins: &Pins) -> Result<Loaded> {
         return Ok(if ensure_loaded(pins)? { Loaded::Fresh } else { Loaded::Current });
     }
     let _lock = lock_root(pins)?;
-    check_pinned_maps(pins)?;
+    if let Err(layout) = check_pinned_maps(pins) {
+        let pods = replace_generation(pins)?;
+        return Ok(Loaded::Replaced { pods, layout: format!("{layout:#}") });
+    }
     let mut loader = EbpfLoader::new();
     for name in MAPS {
         // Reuses the pinned map, or creates and pins one this version added.
@@ -449,8 +498,7 @@ fn check_pinned_maps(pins: &Pins) -> Result<()> {
         let wanted = (def.map_type(), def.key_size(), def.value_size(), def.max_entries(), def.map_flags());
         if pinned != wanted {
             bail!(
-                "pinned map {name} (type, key size, value size, entries, flags) {pinned:?} differs from this version's {wanted:?}: \
-                 the programs cannot be swapped in place; keep the running ones, or run `meshaccel-installer uninstall` and restart the pods"
+                "pinned map {name} (type, key size, value size, entries, flags) {pinned:?} differs from this version's {wanted:?}"
             );
         }
     }

@@ -70,6 +70,19 @@ pub struct Counters {
     pub blocking_plain: u64,
 }
 
+/// `meshaccel stats --json` for the bpffs root of `pins`; all zero while nothing is loaded
+/// there (nothing can have been redirected then).
+pub fn counters(pins: &Pins) -> Result<Counters> {
+    if !bpf::is_loaded(pins) {
+        return Ok(Counters::default());
+    }
+    let out = run(
+        binaries::meshaccel().to_str().unwrap(),
+        &["stats", "--json", "--bpffs-root", pins.root().to_str().unwrap()],
+    )?;
+    serde_json::from_str(&out).with_context(|| format!("meshaccel stats output {out:?}"))
+}
+
 impl Counters {
     /// What happened since `before`.
     pub fn since(&self, before: &Counters) -> Counters {
@@ -214,14 +227,7 @@ impl TestNode {
     /// `meshaccel stats --json` for this node's bpffs root; all zero while no pod has made
     /// the plugin load its programs (nothing can have been redirected then).
     pub fn stats(&self) -> Result<Counters> {
-        if !bpf::is_loaded(&self.inner.pins) {
-            return Ok(Counters::default());
-        }
-        let out = run(
-            binaries::meshaccel().to_str().unwrap(),
-            &["stats", "--json", "--bpffs-root", self.inner.pins.root().to_str().unwrap()],
-        )?;
-        serde_json::from_str(&out).with_context(|| format!("meshaccel stats output {out:?}"))
+        counters(&self.inner.pins)
     }
 
     /// The conflist a chain runs; tests of the CNI protocol call its plugins one by one.

@@ -4,13 +4,16 @@ use std::collections::HashMap;
 use std::fs;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use meshaccel_node::cri::{api, Cri};
 
 use super::{images, Containerd};
+use crate::binaries;
 use crate::cgroup::{self, Driver, Qos};
+use crate::process::Proc;
 
 /// One pod sandbox with the containers started in it.
 #[derive(Clone, Debug)]
@@ -168,4 +171,40 @@ pub(super) fn stop_and_remove(cri: &Cri, sandbox_id: &str) -> Result<()> {
     cri.block_on(rs.stop_pod_sandbox(api::StopPodSandboxRequest { pod_sandbox_id: sandbox_id.into() }))?;
     cri.block_on(rs.remove_pod_sandbox(api::RemovePodSandboxRequest { pod_sandbox_id: sandbox_id.into() }))?;
     Ok(())
+}
+
+impl CriPod {
+    /// The sandbox's network namespace, through its first process (the pause).
+    pub fn netns_path(&self) -> Result<PathBuf> {
+        let pid = first_pid(&self.cgroup)?.with_context(|| format!("pod {} has no process", self.name))?;
+        Ok(PathBuf::from(format!("/proc/{pid}/ns/net")))
+    }
+
+    /// A `meshaccel-testkit` subcommand running inside the pod, as a container process would:
+    /// in its netns and in a cgroup of its own under the pod cgroup.
+    pub fn testkit(&self, args: &[&str]) -> Result<Proc> {
+        let cg = self.cgroup.join("testkit");
+        fs::create_dir_all(&cg)?;
+        let mut cmd = Command::new(binaries::testkit());
+        cmd.arg("exec").arg("--netns").arg(self.netns_path()?).arg("--cgroup").arg(cg).arg("--");
+        cmd.arg(binaries::testkit()).args(args);
+        Proc::spawn(&format!("{}: {}", self.name, args.join(" ")), cmd)
+    }
+}
+
+/// A process somewhere in the cgroup subtree `dir`.
+fn first_pid(dir: &Path) -> Result<Option<u32>> {
+    let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    if let Some(pid) = procs.lines().next() {
+        return Ok(Some(pid.parse()?));
+    }
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            if let Some(pid) = first_pid(&entry.path())? {
+                return Ok(Some(pid));
+            }
+        }
+    }
+    Ok(None)
 }

@@ -110,6 +110,10 @@ struct Common {
     /// Report `stalled` when no byte was written for this long (0: never).
     #[arg(long = "stall-ms", value_name = "MS", default_value_t = 0)]
     stall_ms: u64,
+    /// Sleep this long after every cycle of write sizes (every write with --write-size): a
+    /// slow sender, so that a stream outlasts what happens to the node meanwhile.
+    #[arg(long = "pause-ms", value_name = "MS", default_value_t = 0)]
+    pause_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
@@ -141,6 +145,8 @@ struct Opts {
     write_size: Option<usize>,
     delay: Duration,
     timeout: Duration,
+    /// `--pause-ms`.
+    pause: Duration,
     /// Bytes written by all connections so far (for stall detection).
     progress: Arc<AtomicU64>,
 }
@@ -157,6 +163,7 @@ impl Opts {
             write_size: c.write_size.map(|n| n.clamp(1, 262_144)),
             delay: Duration::from_millis(c.delay_ms),
             timeout: Duration::from_millis(c.timeout_ms),
+            pause: Duration::from_millis(c.pause_ms),
             progress: Arc::default(),
         }
     }
@@ -428,6 +435,9 @@ fn transmit(s: &mut TcpStream, stream: &Stream, opts: &Opts, r: &mut Report) -> 
                 opts.progress.fetch_add(k as u64, Ordering::Relaxed);
             }
             off += n as u64;
+            if !opts.pause.is_zero() && std::ptr::eq(size, &sizes[sizes.len() - 1]) {
+                thread::sleep(opts.pause);
+            }
         }
         Ok(())
     })();
