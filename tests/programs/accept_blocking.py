@@ -7,9 +7,12 @@ underneath, as Python implements timeouts), and runs the connections one after a
   accept_blocking.py server PORT CONNS [ADDR] prints {"event":"listening"} then {"event":"done",…}
                                             (listens on ADDR, default 0.0.0.0; "::" for IPv6)
   accept_blocking.py client HOST PORT CONNS prints {"event":"done",…}
+
+two_listeners.py imports the request handling and the client from here.
 """
 import hashlib
 import json
+import select
 import socket
 import sys
 
@@ -18,9 +21,11 @@ def emit(**kv):
     print(json.dumps(kv), flush=True)
 
 
-def read_line(s):
+def read_line(s, blocking=True):
     buf = b""
     while not buf.endswith(b"\n"):
+        if not blocking:
+            select.select([s], [], [], 30)
         chunk = s.recv(65536)
         if not chunk:
             break
@@ -37,16 +42,23 @@ def server(port, conns, addr="0.0.0.0"):
     for i in range(conns):
         c, _ = lst.accept()
         assert c.getblocking(), "accepted socket is blocking"
-        req = read_line(c)
-        c.sendall(hashlib.sha256(req).hexdigest().encode() * 64 + b"\n")
-        c.close()
-        seen.append(len(req))
+        seen.append(answer(c))
     emit(event="done", requests=seen)
+
+
+def answer(c):
+    """Reads the request line of accepted socket c, sends its SHA-256 back (4 KiB: sendall
+    completes at once, also non-blocking), closes c; returns the request's length."""
+    req = read_line(c, c.getblocking())
+    c.sendall(hashlib.sha256(req).hexdigest().encode() * 64 + b"\n")
+    c.close()
+    return len(req)
 
 
 def client(host, port, conns):
     answers = []
     for i in range(conns):
+        # A timeout makes the socket non-blocking underneath: an event-driven client.
         s = socket.create_connection((host, port), timeout=30)
         s.sendall(b"request %d " % i + b"x" * 4096 + b"\n")
         ans = b""

@@ -7,27 +7,11 @@ IPv4 connections are served with blocking sockets, IPv6 ones with non-blocking s
   two_listeners.py server PORT CONNS4 CONNS6  prints {"event":"listening"} then {"event":"done",…}
   two_listeners.py client HOST PORT CONNS     prints {"event":"done",…} (HOST: an IPv4 or IPv6 address)
 """
-import hashlib
-import json
 import select
 import socket
 import sys
 
-
-def emit(**kv):
-    print(json.dumps(kv), flush=True)
-
-
-def read_line(s, blocking):
-    buf = b""
-    while not buf.endswith(b"\n"):
-        if not blocking:
-            select.select([s], [], [], 30)
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        buf += chunk
-    return buf
+from accept_blocking import answer, client, emit
 
 
 def server(port, conns4, conns6):
@@ -52,30 +36,9 @@ def server(port, conns4, conns6):
             c, _ = l.accept()
             blocking = l is ls4
             c.setblocking(blocking)
-            req = read_line(c, blocking)
-            # A short answer (4 KiB): sendall completes at once, also non-blocking.
-            c.sendall(hashlib.sha256(req).hexdigest().encode() * 64 + b"\n")
-            c.close()
-            seen["ipv4" if blocking else "ipv6"].append(len(req))
+            seen["ipv4" if blocking else "ipv6"].append(answer(c))
             left[l] -= 1
     emit(event="done", requests=seen)
-
-
-def client(host, port, conns):
-    answers = []
-    for i in range(conns):
-        # A timeout makes the socket non-blocking underneath: an event-driven client.
-        s = socket.create_connection((host, port), timeout=30)
-        s.sendall(b"request %d " % i + b"x" * 4096 + b"\n")
-        ans = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            ans += chunk
-        s.close()
-        answers.append(hashlib.sha256(ans).hexdigest()[:16])
-    emit(event="done", answers=answers)
 
 
 if __name__ == "__main__":
