@@ -95,6 +95,15 @@ pub trait Feature {
     fn recorded(&self, conf: &PluginConf, id: &AttachmentId) -> anyhow::Result<bool>;
     /// CHECK of a recorded attachment: the live state is what ADD recorded and the conf asks.
     fn verify(&self, pod: &Pod) -> anyhow::Result<()>;
+    /// CHECK of a pod that should have the feature: `verify` if ADD recorded it, else
+    /// Ok(false). A feature whose `verify` reads the record overrides this to read it once.
+    fn verify_recorded(&self, pod: &Pod) -> anyhow::Result<bool> {
+        if !self.recorded(pod.conf, pod.attachment)? {
+            return Ok(false);
+        }
+        self.verify(pod)?;
+        Ok(true)
+    }
     /// CHECK of a pod that must not have the feature: nothing of it is live.
     fn verify_absent(&self, _pod: &Pod) -> anyhow::Result<()> {
         Ok(())
@@ -174,18 +183,19 @@ impl<'a> Driver<'a> {
 
     fn check_one(&self, f: &dyn Feature, pod: &Pod, log: &Logger) -> anyhow::Result<()> {
         let name = f.name();
-        match (f.wanted(pod), f.recorded(pod.conf, pod.attachment)?) {
-            (false, false) => f.verify_absent(pod),
-            (false, true) => anyhow::bail!("{name} is off for this pod but ADD set it up"),
-            (true, false) if pod.conf.failure_policy == FailurePolicy::Open => {
-                info!(log, "{name} not set up for this pod (ADD fell back to plain TCP)");
-                Ok(())
-            }
-            (true, false) => {
-                anyhow::bail!("{name} should be on for this pod but it has no attachment (ADD did not set it up)")
-            }
-            (true, true) => f.verify(pod),
+        if !f.wanted(pod) {
+            anyhow::ensure!(!f.recorded(pod.conf, pod.attachment)?, "{name} is off for this pod but ADD set it up");
+            return f.verify_absent(pod);
         }
+        if f.verify_recorded(pod)? {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            pod.conf.failure_policy == FailurePolicy::Open,
+            "{name} should be on for this pod but it has no attachment (ADD did not set it up)"
+        );
+        info!(log, "{name} not set up for this pod (ADD fell back to plain TCP)");
+        Ok(())
     }
 
     /// GC: this network's attachments that are not `valid`. The spec asks GC to carry on
@@ -273,6 +283,7 @@ mod tests {
             Ok(self.recorded)
         }
         fn recorded(&self, _: &PluginConf, _: &AttachmentId) -> anyhow::Result<bool> {
+            self.journal.borrow_mut().push("recorded".into());
             Ok(self.recorded)
         }
         fn verify(&self, _: &Pod) -> anyhow::Result<()> {
@@ -368,9 +379,9 @@ mod tests {
         let present = Fake { recorded: true, ..Fake::new("present", ok) };
         let open = conf(FailurePolicy::Open);
         let closed = conf(FailurePolicy::Closed);
-        // Wanted and recorded: verified.
+        // Wanted and recorded: verified, the record read once.
         with_pod(&closed, true, |pod| Driver::new(&[&present]).check(pod, &log())).unwrap();
-        assert_eq!(present.journal(), vec!["verify"]);
+        assert_eq!(present.journal(), vec!["recorded", "verify"]);
         // Wanted, not recorded: fine only where ADD may have fallen back.
         with_pod(&open, true, |pod| Driver::new(&[&missing]).check(pod, &log())).unwrap();
         let e = with_pod(&closed, true, |pod| Driver::new(&[&missing]).check(pod, &log())).unwrap_err();

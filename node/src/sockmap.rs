@@ -67,8 +67,13 @@ impl Feature for Sockmap {
     }
 
     fn verify(&self, pod: &Pod) -> Result<()> {
+        ensure!(self.verify_recorded(pod)?, "no sockmap record");
+        Ok(())
+    }
+
+    fn verify_recorded(&self, pod: &Pod) -> Result<bool> {
         let conf = pod.conf;
-        let st = records(&conf.state_dir).load(pod.attachment)?.context("no sockmap record")?;
+        let Some(st) = records(&conf.state_dir).load(pod.attachment)? else { return Ok(false) };
         let expected_cgroup = cgroup_root(conf).ok().and_then(|root| cgroup::find_pod(&root, &st.pod_uid));
         ensure!(
             expected_cgroup.as_ref() == Some(&st.cgroup),
@@ -90,7 +95,7 @@ impl Feature for Sockmap {
         let want = conf.sockmap.pod_config().map_err(anyhow::Error::msg)?;
         let live = bpf::read_pod_config(&pins, st.cgroup_id)?;
         ensure!(live == want, "pod settings in cgroup storage differ from the network's: {live:?}");
-        Ok(())
+        Ok(true)
     }
 
     fn verify_absent(&self, pod: &Pod) -> Result<()> {
