@@ -53,8 +53,15 @@ impl Feature for Smc {
     }
 
     fn verify(&self, pod: &Pod) -> anyhow::Result<()> {
-        let r = records(&pod.conf.state_dir).load(pod.attachment)?.context("no SMC record")?;
-        pod::verify(&pod.conf.state_dir, &pod.conf.bpffs_root, &pod.conf.smc, &r.state)
+        anyhow::ensure!(self.verify_recorded(pod)?, "no SMC record");
+        Ok(())
+    }
+
+    /// One read of the record: CHECK verifies the record it found.
+    fn verify_recorded(&self, pod: &Pod) -> anyhow::Result<bool> {
+        let Some(r) = records(&pod.conf.state_dir).load(pod.attachment)? else { return Ok(false) };
+        pod::verify(&pod.conf.state_dir, &pod.conf.bpffs_root, &pod.conf.smc, &r.state)?;
+        Ok(true)
     }
 
     fn attachments(&self, conf: &PluginConf, network: &str) -> anyhow::Result<Vec<AttachmentId>> {
