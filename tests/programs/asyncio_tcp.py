@@ -15,11 +15,17 @@ import asyncio, hashlib, json, random, struct, sys
 HALFCLOSE_BYTES = 2 << 20
 
 
+
+def split_addr(where, default_host):
+    """`PORT` (then `default_host`) or `HOST:PORT`, an IPv6 HOST in brackets."""
+    host, _, port = where.rpartition(":")
+    return host.strip("[]") or default_host, int(port)
+
 def err(e):
     return f"{type(e).__name__}: {e}"
 
 
-async def server(port, rr, halfcloses):
+async def server(where, rr, halfcloses):
     out = {"errors": [], "exchanges": 0, "answers": {}}
     left = 1 + halfcloses
     finished = asyncio.Event()
@@ -52,7 +58,8 @@ async def server(port, rr, halfcloses):
             if left == 0:
                 finished.set()
 
-    srv = await asyncio.start_server(handle, "0.0.0.0", port)
+    host, port = split_addr(where, "0.0.0.0")
+    srv = await asyncio.start_server(handle, host, port)
     print(json.dumps({"event": "listening"}), flush=True)
     async with srv:
         await finished.wait()
@@ -60,11 +67,11 @@ async def server(port, rr, halfcloses):
 
 
 async def client(addr, rr, halfcloses):
-    host, port = addr.rsplit(":", 1)
+    host, port = split_addr(addr, None)
     out = {"errors": [], "answers": {}}
     rng, h, ok = random.Random(1), hashlib.sha256(), 0
     try:
-        reader, writer = await asyncio.open_connection(host, int(port))
+        reader, writer = await asyncio.open_connection(host, port)
         writer.write(b"R")
         for i in range(rr):
             req = random.Random(i).randbytes(rng.randint(1, 64 << 10))
@@ -82,7 +89,7 @@ async def client(addr, rr, halfcloses):
     expected = f"{len(payload)} {hashlib.sha256(payload).hexdigest()}"
     for _ in range(halfcloses):
         try:
-            reader, writer = await asyncio.open_connection(host, int(port))
+            reader, writer = await asyncio.open_connection(host, port)
             writer.write(payload)
             await writer.drain()
             writer.write_eof()
@@ -99,7 +106,7 @@ async def client(addr, rr, halfcloses):
 
 if __name__ == "__main__":
     role, where, rr, halfcloses = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    main = server(int(where), rr, halfcloses) if role == "server" else client(where, rr, halfcloses)
+    main = server(where, rr, halfcloses) if role == "server" else client(where, rr, halfcloses)
     out = asyncio.run(main)
     print(json.dumps({"event": "done", **out}, sort_keys=True), flush=True)
     sys.exit(1 if out["errors"] else 0)

@@ -22,6 +22,12 @@ DUPLEX_BYTES = 4 << 20
 CHUNK = 64 << 10
 
 
+
+def split_addr(where, default_host):
+    """`PORT` (then `default_host`) or `HOST:PORT`, an IPv6 HOST in brackets."""
+    host, _, port = where.rpartition(":")
+    return host.strip("[]") or default_host, int(port)
+
 def data(seed, n):
     return random.Random(seed).randbytes(n)
 
@@ -70,7 +76,7 @@ def serve_conn(mode, conn, conns, out, i):
         conn.close()
 
 
-def server(port, mode, conns):
+def server(where, mode, conns):
     out = {"errors": []}
     if mode == "rr":
         out["served"], accepts = 0, 1
@@ -78,7 +84,9 @@ def server(port, mode, conns):
         out["answers"], accepts = [None] * conns, conns
     else:
         out["echoed"], accepts = 0, conns
-    ls = socket.create_server(("0.0.0.0", port), backlog=128)
+    host, port = split_addr(where, "0.0.0.0")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    ls = socket.create_server((host, port), family=family, backlog=128)
     print(json.dumps({"event": "listening"}), flush=True)
     threads = []
     for i in range(accepts):
@@ -95,12 +103,12 @@ def server(port, mode, conns):
 
 
 def client(addr, mode, conns):
-    host, port = addr.rsplit(":", 1)
+    host, port = split_addr(addr, None)
     out = {"errors": []}
     if mode == "rr":
         rng, h, ok = random.Random(1), hashlib.sha256(), 0
         try:
-            with socket.create_connection((host, int(port))) as s:
+            with socket.create_connection((host, port)) as s:
                 for i in range(conns):
                     req = data(i, rng.randint(1, 64 << 10))
                     s.sendall(struct.pack("!I", len(req)) + req)
@@ -115,7 +123,7 @@ def client(addr, mode, conns):
         answers = {}
         for _ in range(conns):
             try:
-                with socket.create_connection((host, int(port))) as s:
+                with socket.create_connection((host, port)) as s:
                     s.sendall(payload)
                     s.shutdown(socket.SHUT_WR)
                     # Blocks here until the server's answer, then EOF.
@@ -132,7 +140,7 @@ def client(addr, mode, conns):
         def one(i):
             payload = data(100 + i, DUPLEX_BYTES)
             try:
-                with socket.create_connection((host, int(port))) as s:
+                with socket.create_connection((host, port)) as s:
                     def write():
                         try:
                             for o in range(0, len(payload), CHUNK):
@@ -165,6 +173,6 @@ def recv_to_eof_text(s):
 
 if __name__ == "__main__":
     role, where, mode, conns = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    out = server(int(where), mode, conns) if role == "server" else client(where, mode, conns)
+    out = server(where, mode, conns) if role == "server" else client(where, mode, conns)
     print(json.dumps({"event": "done", **out}, sort_keys=True), flush=True)
     sys.exit(1 if out["errors"] else 0)

@@ -2,7 +2,9 @@
 //! TCP, same chain, `meshaccel.io/sockmap: "false"`) and between two accelerated pods of one
 //! node, must observe exactly the same (bytes by checksum, exit codes, error messages). The
 //! opted-out run must also show what the program is known to do, so a broken scenario fails
-//! as such instead of comparing two failures.
+//! as such instead of comparing two failures. The `…_over_ipv6_…` twins run the same
+//! programs between dual-stack pods over their IPv6 addresses (servers on `[::]`): Python
+//! blocking half-close, asyncio, netcat and curl←nginx, one of each class and I/O style.
 //!
 //! meshaccel redirects a connection only when both ends are non-blocking: the connecting
 //! socket has `O_NONBLOCK` when the connection is established, and so has the server's
@@ -37,12 +39,13 @@
 //!   set it on the listener and before connect → accelerated.
 use std::fs;
 use std::io::Read;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use meshaccel_tests::program::{run_in, script, sha256, Outcome, Running};
-use meshaccel_tests::scenario::TIMEOUT;
+use meshaccel_tests::scenario::{Family, TIMEOUT};
 use meshaccel_tests::{Counters, Pod, TestNode};
 use serde_json::{json, Value};
 
@@ -61,11 +64,30 @@ enum Class {
     Plain,
 }
 
-/// What a scenario gets for one run: its pods, in the order the test named them, and a
-/// directory of its own.
+/// What a scenario gets for one run: its pods, in the order the test named them, the
+/// address family to talk over, and a directory of its own.
 struct Run<'a> {
     pods: &'a [Pod],
+    family: Family,
     dir: PathBuf,
+}
+
+impl Run<'_> {
+    /// `pod`'s address as a program takes it before `:PORT` (IPv6 in brackets).
+    fn host(&self, pod: &Pod) -> String {
+        match self.family.ip(pod) {
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+        }
+    }
+
+    /// What a server's `PORT` argument becomes: every address of the family.
+    fn bind(&self) -> &'static str {
+        match self.family {
+            Family::V4 => "",
+            Family::V6 => "[::]:",
+        }
+    }
 }
 
 /// Runs `scenario` between opted-out pods, then between accelerated pods (each a fresh set of
@@ -73,7 +95,18 @@ struct Run<'a> {
 /// there; other fields are only compared between the runs), that the accelerated run observed
 /// exactly what the plain one did, and that the counters prove `class`.
 fn conforms(class: Class, pods: &[&str], expected: Value, scenario: impl Fn(&Run) -> Result<Value>) {
-    let node = TestNode::new().unwrap();
+    conforms_over(Family::V4, class, pods, expected, scenario)
+}
+
+/// [`conforms`] over `family` (IPv6: between dual-stack pods, over their IPv6 addresses).
+fn conforms_over(
+    family: Family,
+    class: Class,
+    pods: &[&str],
+    expected: Value,
+    scenario: impl Fn(&Run) -> Result<Value>,
+) {
+    let node = family.node().unwrap();
     let observe = |accelerated: bool| -> (Result<Value>, Counters) {
         let kind = if accelerated { "accelerated" } else { "opted-out" };
         let made: Vec<Pod> = pods
@@ -86,7 +119,7 @@ fn conforms(class: Class, pods: &[&str], expected: Value, scenario: impl Fn(&Run
         let dir = node.scratch_dir().unwrap().join(kind);
         fs::create_dir_all(&dir).unwrap();
         let before = node.stats().unwrap();
-        let seen = scenario(&Run { pods: &made, dir });
+        let seen = scenario(&Run { pods: &made, family, dir });
         (seen, node.stats().unwrap().since(&before))
     };
 
@@ -179,7 +212,9 @@ fn report(o: &Outcome) -> Value {
 /// client (pods[1]) run to completion, then the server's end. Both reports.
 fn client_server(run: &Run, port: u16, server: (&str, Vec<String>), client: (&str, Vec<String>)) -> Result<Value> {
     let [srv_pod, cli_pod] = run.pods else { panic!("two pods") };
-    let args = |v: &[String]| v.iter().map(|s| s.replace("{server}", &srv_pod.ip().to_string())).collect::<Vec<_>>();
+    let args = |v: &[String]| {
+        v.iter().map(|s| s.replace("{server}", &run.host(srv_pod)).replace("{bind}", run.bind())).collect::<Vec<_>>()
+    };
     let (sa, ca) = (args(&server.1), args(&client.1));
     let mut srv = Running::spawn(srv_pod, server.0, &sa.iter().map(String::as_str).collect::<Vec<_>>(), None)?;
     srv.wait_listening(srv_pod, port, START)?;
@@ -201,7 +236,7 @@ fn python_blocking(mode: &str, n: u32) -> impl Fn(&Run) -> Result<Value> + '_ {
         client_server(
             run,
             7300,
-            (PYTHON, strings(&[&py, "server", "7300", mode, &n])),
+            (PYTHON, strings(&[&py, "server", "{bind}7300", mode, &n])),
             (PYTHON, strings(&[&py, "client", "{server}:7300", mode, &n])),
         )
     }
@@ -223,11 +258,20 @@ fn python_blocking_request_response_stays_plain_and_intact() {
 /// when the FIN is acknowledged, before the answer exists: the repetition exercises it.
 #[test]
 fn python_blocking_half_close_then_blocking_recv_stays_plain_and_answered() {
+    python_blocking_half_close(Family::V4);
+}
+
+#[test]
+fn python_blocking_half_close_over_ipv6_stays_plain_and_answered() {
+    python_blocking_half_close(Family::V6);
+}
+
+fn python_blocking_half_close(family: Family) {
     let expected = json!({
         "client": {"exit": 0, "errors": [], "intact": 50, "stderr": ""},
         "server": {"exit": 0, "errors": [], "stderr": ""},
     });
-    conforms(Class::Plain, &["server", "client"], expected, python_blocking("halfclose", 50));
+    conforms_over(family, Class::Plain, &["server", "client"], expected, python_blocking("halfclose", 50));
 }
 
 /// 8 connections at once, each with a thread writing 4 MiB and another reading the server's
@@ -245,16 +289,25 @@ fn python_blocking_full_duplex_threads_stay_plain_and_intact() {
 /// half-closing with `write_eof()` and reading the server's answer to EOF.
 #[test]
 fn python_asyncio_streams_are_redirected_and_intact() {
+    python_asyncio_streams(Family::V4);
+}
+
+#[test]
+fn python_asyncio_streams_over_ipv6_are_redirected_and_intact() {
+    python_asyncio_streams(Family::V6);
+}
+
+fn python_asyncio_streams(family: Family) {
     let expected = json!({
         "client": {"exit": 0, "errors": [], "exchanges_ok": 200, "intact": 20, "stderr": ""},
         "server": {"exit": 0, "errors": [], "exchanges": 200, "stderr": ""},
     });
-    conforms(Class::Accelerated, &["server", "client"], expected, |run| {
+    conforms_over(family, Class::Accelerated, &["server", "client"], expected, |run| {
         let py = script("asyncio_tcp.py").display().to_string();
         client_server(
             run,
             7301,
-            (PYTHON, strings(&[&py, "server", "7301", "200", "20"])),
+            (PYTHON, strings(&[&py, "server", "{bind}7301", "200", "20"])),
             (PYTHON, strings(&[&py, "client", "{server}:7301", "200", "20"])),
         )
     });
@@ -268,6 +321,15 @@ fn python_asyncio_streams_are_redirected_and_intact() {
 /// whenever the request finished first.)
 #[test]
 fn netcat_piping_files_both_ways_stays_plain_and_intact() {
+    netcat_piping_files_both_ways(Family::V4);
+}
+
+#[test]
+fn netcat_over_ipv6_piping_files_both_ways_stays_plain_and_intact() {
+    netcat_piping_files_both_ways(Family::V6);
+}
+
+fn netcat_piping_files_both_ways(family: Family) {
     const REQUEST: usize = 2 << 20;
     const ANSWER: usize = 1 << 20;
     let expected = |(request, answer): (&str, &str)| {
@@ -281,11 +343,13 @@ fn netcat_piping_files_both_ways_stays_plain_and_intact() {
     let request = random_file(&dir.join("request"), REQUEST).unwrap();
     let answer = random_file(&dir.join("answer"), ANSWER).unwrap();
     let sums = (sha256(&request).unwrap(), sha256(&answer).unwrap());
-    conforms(Class::Plain, &["server", "client"], expected((&sums.0, &sums.1)), |run| {
+    conforms_over(family, Class::Plain, &["server", "client"], expected((&sums.0, &sums.1)), |run| {
         let [srv_pod, cli_pod] = run.pods else { panic!("two pods") };
-        let mut srv = Running::spawn(srv_pod, "nc", &["-N", "-l", "7302"], Some(&dir.join("answer")))?;
+        // A listening nc takes IPv4 unless told otherwise.
+        let listen: &[&str] = if family == Family::V6 { &["-6", "-N", "-l", "7302"] } else { &["-N", "-l", "7302"] };
+        let mut srv = Running::spawn(srv_pod, "nc", listen, Some(&dir.join("answer")))?;
         srv.wait_listening(srv_pod, 7302, START)?;
-        let ip = srv_pod.ip().to_string();
+        let ip = family.ip(srv_pod).to_string();
         let cli = run_in(cli_pod, "nc", &[&ip, "7302"], Some(&dir.join("request")), TIMEOUT)?;
         let srv = srv.wait(if cli.code == Some(0) { TIMEOUT } else { AFTER_FAILURE })?;
         Ok(json!({"server": seen(&srv), "client": seen(&cli)}))
@@ -423,7 +487,7 @@ fn redis_benchmark_against_redis_server_is_redirected_and_complete() {
 const BLOB: usize = 4 << 20;
 
 /// nginx in `pod` serving `www`, listening on 8080; returned running.
-fn nginx(pod: &Pod, dir: &Path, www: &Path) -> Result<Running> {
+fn nginx(pod: &Pod, dir: &Path, www: &Path, family: Family) -> Result<Running> {
     let conf = dir.join("nginx.conf");
     let d = dir.display();
     fs::write(
@@ -435,9 +499,10 @@ http {{
     access_log off;
     client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
-    server {{ listen 8080; root {}; }}
+    server {{ listen {}; root {}; }}
 }}
 ",
+            if family == Family::V6 { "[::]:8080" } else { "8080" },
             www.display()
         ),
     )?;
@@ -485,8 +550,11 @@ fn curl_expectation(blob_sum: &str) -> Value {
 struct TempDir(PathBuf);
 
 impl TempDir {
+    /// Private to one call: twins of a test run in parallel threads of one process.
     fn new(what: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("meshaccel-conformance-{what}-{}", std::process::id()));
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("meshaccel-conformance-{what}-{}-{n}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         Self(dir)
     }
@@ -509,12 +577,22 @@ impl Drop for TempDir {
 /// a 404.
 #[test]
 fn curl_fetching_from_nginx_is_redirected_and_intact() {
+    curl_fetching_from_nginx(Family::V4);
+}
+
+#[test]
+fn curl_fetching_from_nginx_over_ipv6_is_redirected_and_intact() {
+    curl_fetching_from_nginx(Family::V6);
+}
+
+fn curl_fetching_from_nginx(family: Family) {
     let www = TempDir::new("nginx-www");
     let blob = random_file(&www.join("blob"), BLOB).unwrap();
-    conforms(Class::Accelerated, &["server", "client"], curl_expectation(&sha256(&blob).unwrap()), |run| {
+    let expected = curl_expectation(&sha256(&blob).unwrap());
+    conforms_over(family, Class::Accelerated, &["server", "client"], expected, |run| {
         let [srv_pod, cli_pod] = run.pods else { panic!("two pods") };
-        let web = nginx(srv_pod, &run.dir, &www)?;
-        let mut v = curl(cli_pod, &format!("http://{}:8080", srv_pod.ip()), &run.dir)?;
+        let web = nginx(srv_pod, &run.dir, &www, family)?;
+        let mut v = curl(cli_pod, &format!("http://{}:8080", run.host(srv_pod)), &run.dir)?;
         v["nginx_exit"] = json!(web.stop(TIMEOUT)?.code);
         Ok(v)
     });
@@ -531,7 +609,7 @@ fn curl_through_haproxy_to_nginx_is_redirected_and_intact() {
     expected["haproxy_signal"] = json!(libc::SIGTERM);
     conforms(Class::Accelerated, &["server", "proxy", "client"], expected, |run| {
         let [srv_pod, proxy_pod, cli_pod] = run.pods else { panic!("three pods") };
-        let web = nginx(srv_pod, &run.dir, &www)?;
+        let web = nginx(srv_pod, &run.dir, &www, Family::V4)?;
         let cfg = run.dir.join("haproxy.cfg");
         fs::write(
             &cfg,
