@@ -1,6 +1,5 @@
 //! SMC as a [`Feature`] of the CNI verbs: [`crate::pod`]'s work, recorded per attachment
 //! ([`crate::record`]).
-use anyhow::Context;
 use meshaccel_node::conf::{ConfError, PluginConf};
 use meshaccel_node::feature::{Feature, Pod, SetupError};
 use meshaccel_node::pins::AttachmentId;
