@@ -46,7 +46,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use meshaccel_tests::program::{run_in, script, sha256, Outcome, Running};
 use meshaccel_tests::scenario::{Family, TIMEOUT};
-use meshaccel_tests::{Counters, Pod, TestNode};
+use meshaccel_tests::{Counters, Pod};
 use serde_json::{json, Value};
 
 const PYTHON: &str = "/usr/bin/python3";
